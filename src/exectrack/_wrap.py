@@ -1,0 +1,372 @@
+"""``with_run``: one object that is a context manager (sync and async) and a decorator.
+
+Four thin wrappers drive the tracker's lifecycle: plain functions, coroutine
+functions, generator functions and async-generator functions. A generator's run starts
+when its body first runs; a plain (or async) function that returns a stream is
+followed until that stream ends. The parent run is set only while the tracked body
+runs, never while the consumer of a stream holds control.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping
+from types import AsyncGeneratorType, CoroutineType, GeneratorType, TracebackType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from exectrack._classify import ResultClassifier
+from exectrack._context import current
+from exectrack._lifecycle import (
+    CONSUMER_CLOSED,
+    SUCCESS,
+    Outcome,
+    outcome_of_exception,
+    outcome_of_result,
+)
+from exectrack._model import validate_source
+from exectrack._redact import normalize_metadata
+from exectrack._tracker import Deadline, ExecutionTracker, RunHandle, null_handle
+from exectrack.errors import InvalidArgumentError
+
+__all__ = ["TrackedRun"]
+
+log = logging.getLogger("exectrack")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Opened = tuple[ExecutionTracker, RunHandle] | None
+
+
+def _result_outcome(t: ExecutionTracker, value: Any, classify: ResultClassifier | None) -> Outcome:
+    if classify is None:
+        return SUCCESS
+    try:
+        return outcome_of_result(value, classify)
+    except Exception as exc:  # a broken classifier must not break the host
+        if t.strict:
+            raise
+        t._report("result classifier", exc)
+        return SUCCESS
+
+
+def _settle(
+    t: ExecutionTracker, h: RunHandle, result: Any, classify: ResultClassifier | None
+) -> Any:
+    """End the run on a returned value, or follow a returned stream/coroutine."""
+    if isinstance(result, GeneratorType):
+        follower: Any = _drive_sync(t, h, result, classify)
+    elif isinstance(result, AsyncGeneratorType) or hasattr(type(result), "__anext__"):
+        follower = _async_stream(lambda _a, _k: (t, h), lambda: result, classify)()
+    elif isinstance(result, CoroutineType):
+        follower = _follow_coroutine(t, h, result, classify)
+    else:
+        t._end(h, _result_outcome(t, result, classify))
+        return result
+    # A followed stream nobody ever iterates would leave its run open: end it when
+    # the follower is collected (a no-op if the stream ended first).
+    weakref.finalize(follower, t._end, h, CONSUMER_CLOSED)
+    return follower
+
+
+async def _follow_coroutine(
+    t: ExecutionTracker,
+    h: RunHandle,
+    coro: Coroutine[Any, Any, Any],
+    classify: ResultClassifier | None,
+) -> Any:
+    token = current.set(h)
+    try:
+        result = await coro
+    except BaseException as exc:
+        t._end(h, outcome_of_exception(exc, t.classifier))
+        raise
+    finally:
+        current.reset(token)
+    t._end(h, _result_outcome(t, result, classify))
+    return result
+
+
+def _drive_sync(
+    t: ExecutionTracker | None,
+    h: RunHandle | None,
+    gen: Generator[Any, Any, Any],
+    classify: ResultClassifier | None,
+) -> Generator[Any, Any, Any]:
+    """Drive ``gen``, forwarding send/throw/close, and end the run exactly once."""
+    send: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = None if h is None else current.set(h)
+        try:
+            if thrown is not None:
+                to_throw, thrown = thrown, None
+                item = gen.throw(to_throw)
+            else:
+                item = gen.send(send)
+        except StopIteration as stop:
+            if t is not None and h is not None:
+                t._end(h, _result_outcome(t, stop.value, classify))
+            return stop.value
+        except BaseException as exc:
+            if t is not None and h is not None:
+                t._end(h, outcome_of_exception(exc, t.classifier))
+            raise
+        finally:
+            if token is not None:
+                current.reset(token)
+        try:
+            send = yield item
+        except GeneratorExit:
+            token = None if h is None else current.set(h)
+            try:
+                gen.close()
+            finally:
+                if token is not None:
+                    current.reset(token)
+                if t is not None and h is not None:
+                    t._end(h, CONSUMER_CLOSED)
+            raise
+        except BaseException as exc:
+            thrown, send = exc, None
+
+
+def _async_stream(
+    begin: Callable[[tuple[Any, ...], dict[str, Any]], Opened],
+    make: Callable[..., AsyncIterator[Any]],
+    classify: ResultClassifier | None,
+) -> Callable[..., Any]:
+    """An async generator function that drives ``make(...)`` and ends its run once.
+
+    ``begin`` runs when the body first runs (the first ``__anext__``).
+    """
+
+    async def stream(*args: Any, **kwargs: Any) -> Any:
+        opened = begin(args, kwargs)
+        t, h = opened if opened is not None else (None, None)
+        try:
+            it = make(*args, **kwargs)
+        except BaseException as exc:
+            if t is not None and h is not None:
+                t._end(h, outcome_of_exception(exc, t.classifier))
+            raise
+        asend = getattr(it, "asend", None)
+        send: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = None if h is None else current.set(h)
+            try:
+                if thrown is not None:
+                    to_throw, thrown = thrown, None
+                    athrow = getattr(it, "athrow", None)
+                    if athrow is None:
+                        raise to_throw
+                    item = await athrow(to_throw)
+                elif asend is not None:
+                    item = await asend(send)
+                else:
+                    item = await it.__anext__()
+            except StopAsyncIteration:
+                if t is not None and h is not None:
+                    t._end(h, _result_outcome(t, None, classify))
+                return
+            except BaseException as exc:
+                if t is not None and h is not None:
+                    t._end(h, outcome_of_exception(exc, t.classifier))
+                raise
+            finally:
+                if token is not None:
+                    current.reset(token)
+            try:
+                send = yield item
+            except GeneratorExit:
+                token = None if h is None else current.set(h)
+                try:
+                    aclose = getattr(it, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                finally:
+                    if token is not None:
+                        current.reset(token)
+                    if t is not None and h is not None:
+                        t._end(h, CONSUMER_CLOSED)
+                raise
+            except BaseException as exc:
+                thrown, send = exc, None
+
+    return stream
+
+
+def _default_or_none() -> ExecutionTracker | None:
+    from exectrack._default import default_tracker_or_none
+
+    return default_tracker_or_none()
+
+
+class TrackedRun:
+    """What ``with_run(...)`` returns. Each ``with`` block or call records one run."""
+
+    __slots__ = (
+        "_tracker",
+        "classify_result",
+        "deadline",
+        "metadata",
+        "session_id",
+        "source",
+        "source_ref",
+    )
+
+    def __init__(
+        self,
+        tracker: ExecutionTracker | None,
+        source: str,
+        *,
+        source_ref: str | None = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        deadline: Deadline = None,
+        classify_result: ResultClassifier | None = None,
+    ) -> None:
+        self._tracker = tracker
+        self.source = validate_source(source)
+        self.source_ref = source_ref
+        self.session_id = session_id
+        normalize_metadata(metadata)  # a bad value is an error here, not at every call
+        self.metadata = metadata
+        self.deadline = deadline
+        if classify_result is not None and not callable(classify_result):
+            raise InvalidArgumentError("classify_result must be callable")
+        self.classify_result = classify_result
+
+    def _resolve(self) -> ExecutionTracker | None:
+        return self._tracker if self._tracker is not None else _default_or_none()
+
+    def _begin(self, source_ref: str | None) -> Opened:
+        t = self._resolve()
+        if t is None or not t.enabled:
+            return None
+        return t, t._open(self.source, source_ref, self.session_id, self.metadata, self.deadline)
+
+    # -- context manager ---------------------------------------------------------------
+
+    def __enter__(self) -> RunHandle:
+        t = self._resolve()
+        if t is None:
+            h = null_handle(self.source, self.source_ref)
+        else:
+            h = t._open(self.source, self.source_ref, self.session_id, self.metadata, self.deadline)
+        h._token = current.set(h)
+        return h
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        h = current.get()
+        token = None if h is None else h._token
+        if h is None or token is None:
+            log.warning("exectrack: with_run exited in a different context than it entered")
+            return
+        h._token = None
+        try:
+            current.reset(token)
+        except ValueError:  # entered in another context; keep going, never raise
+            current.set(None)
+        t = h._tracker
+        if t is None:
+            return
+        if exc is None:
+            t._end(h, _result_outcome(t, None, None))
+        else:
+            t._end(h, outcome_of_exception(exc, t.classifier))
+
+    async def __aenter__(self) -> RunHandle:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- decorator ---------------------------------------------------------------------
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        if not callable(func):
+            raise InvalidArgumentError(f"with_run decorates a callable, not {func!r}")
+        ref = self.source_ref if self.source_ref is not None else _qualname(func)
+        classify = self.classify_result
+        spec = self
+
+        if inspect.isasyncgenfunction(func):
+            stream = _async_stream(lambda _a, _k: spec._begin(ref), func, classify)
+            return cast(Callable[P, R], functools.wraps(func)(stream))
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_coroutine(*args: Any, **kwargs: Any) -> Any:
+                opened = spec._begin(ref)
+                if opened is None:
+                    return await func(*args, **kwargs)
+                t, h = opened
+                token = current.set(h)
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException as exc:
+                    t._end(h, outcome_of_exception(exc, t.classifier))
+                    raise
+                finally:
+                    current.reset(token)
+                return _settle(t, h, result, classify)
+
+            return cast(Callable[P, R], run_coroutine)
+
+        if inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def run_generator(*args: Any, **kwargs: Any) -> Any:
+                opened = spec._begin(ref)
+                if opened is None:
+                    return (yield from func(*args, **kwargs))
+                t, h = opened
+                try:
+                    gen = func(*args, **kwargs)
+                except BaseException as exc:
+                    t._end(h, outcome_of_exception(exc, t.classifier))
+                    raise
+                return (yield from _drive_sync(t, h, gen, classify))
+
+            return cast(Callable[P, R], run_generator)
+
+        @functools.wraps(func)
+        def run_plain(*args: P.args, **kwargs: P.kwargs) -> R:
+            opened = spec._begin(ref)
+            if opened is None:
+                return func(*args, **kwargs)
+            t, h = opened
+            token = current.set(h)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                t._end(h, outcome_of_exception(exc, t.classifier))
+                raise
+            finally:
+                current.reset(token)
+            return cast(R, _settle(t, h, result, classify))
+
+        return run_plain
+
+    def __repr__(self) -> str:
+        return f"with_run({self.source!r}, source_ref={self.source_ref!r})"
+
+
+def _qualname(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    return str(name) if name else type(func).__name__

@@ -1,0 +1,62 @@
+"""Stores: one protocol, one shared SQL base, one module per engine."""
+
+from __future__ import annotations
+
+import os
+
+from exectrack.errors import ConfigError
+from exectrack.stores._base import (
+    ApplyResult,
+    Command,
+    FinishResult,
+    FinishRun,
+    MarkRunning,
+    NewRun,
+    Page,
+    RunFilter,
+    Store,
+)
+
+__all__ = [
+    "ApplyResult",
+    "Command",
+    "FinishResult",
+    "FinishRun",
+    "MarkRunning",
+    "NewRun",
+    "Page",
+    "RunFilter",
+    "Store",
+    "open_store",
+    "redact_url",
+]
+
+
+def open_store(url: str | os.PathLike[str]) -> Store:
+    """Open the store a URL names, without connecting yet.
+
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, or a
+    plain file path (SQLite). Connections open, and migrations run, on first use.
+    """
+    text = os.fspath(url).strip()
+    if not text:
+        raise ConfigError("empty database URL")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme == "":
+        from exectrack.stores.sqlite import SQLiteStore
+
+        return SQLiteStore(text)
+    if scheme == "sqlite":
+        from exectrack.stores.sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(text)
+    raise ConfigError(
+        f"unsupported database URL scheme {scheme!r} in {redact_url(text)!r}; use sqlite:///path.db"
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    from exectrack._redact import redact_text
+
+    return redact_text(url)

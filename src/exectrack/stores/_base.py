@@ -1,0 +1,185 @@
+"""The Store protocol and the commands and results that cross it.
+
+A store persists runs. It is synchronous and thread-safe; async callers reach it
+through the tracker's writer thread. Every engine passes the same contract suite
+(``tests/stores/test_contract.py``).
+
+Write commands carry times as integer microseconds since the Unix epoch (UTC) and
+metadata as JSON text that the tracker already redacted and capped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from exectrack._model import Run, RunStatus
+
+__all__ = [
+    "ApplyResult",
+    "Command",
+    "FinishResult",
+    "FinishRun",
+    "MarkRunning",
+    "NewRun",
+    "Page",
+    "RunFilter",
+    "Store",
+]
+
+
+@dataclass(slots=True)
+class NewRun:
+    """Create a run. Usually ``running``; ``queued`` for work that waits first.
+
+    A run may also be created already terminal (``finished_at`` set), which is how a
+    batch writes a run whose start and finish arrive together.
+    """
+
+    id: str
+    source: str
+    started_at: int
+    status: RunStatus = RunStatus.RUNNING
+    source_ref: str | None = None
+    session_id: str | None = None
+    parent_id: str | None = None
+    metadata: str | None = None
+    owner: str | None = None
+    deadline_at: int | None = None
+    finished_at: int | None = None
+    duration_ms: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retryable: bool | None = None
+
+
+@dataclass(slots=True)
+class MarkRunning:
+    """Move a run from ``queued`` to ``running``; anything else is left unchanged."""
+
+    id: str
+    at: int
+
+
+@dataclass(slots=True)
+class FinishRun:
+    """Finish an open run. ``metadata`` (full JSON text) replaces the stored metadata
+    when given; ``duration_ms`` None means: derive it from the stored ``started_at``."""
+
+    id: str
+    status: RunStatus
+    finished_at: int
+    duration_ms: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retryable: bool | None = None
+    metadata: str | None = None
+
+
+Command = NewRun | MarkRunning | FinishRun
+
+
+@dataclass(frozen=True, slots=True)
+class FinishResult:
+    """Outcome of a finish (or a start). Truthy exactly when the write applied.
+
+    When it did not apply, ``status`` is the run's existing status, or None when no
+    run has that id.
+    """
+
+    applied: bool
+    status: RunStatus | None
+
+    def __bool__(self) -> bool:
+        return self.applied
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one ``Store.apply`` transaction did."""
+
+    created: int = 0
+    started: int = 0
+    finished: int = 0
+    not_applied: int = 0  # finishes/starts refused by the guard, duplicates ignored
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Server-side filters; every field is optional and they combine with AND.
+
+    ``statuses`` and ``sources`` match any of their values. ``started_after`` is
+    inclusive, ``started_before`` exclusive. ``text`` is a case-insensitive substring
+    of ``source_ref`` or ``error_message``.
+    """
+
+    sources: tuple[str, ...] = ()
+    statuses: tuple[RunStatus, ...] = ()
+    session_id: str | None = None
+    source_ref: str | None = None
+    parent_id: str | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of runs, newest first. ``next_cursor`` is None on the last page."""
+
+    runs: list[Run] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The narrow persistence contract every engine implements.
+
+    Idempotency and ordering:
+
+    - ``create`` of an id that exists changes nothing and returns False.
+    - ``finish`` applies only while the run is open (``finished_at IS NULL``), through
+      one conditional UPDATE; a ``queued`` run may only finish ``canceled``. The
+      first terminal write wins; later ones change nothing and report the existing
+      status.
+    - ``apply`` runs its commands in order inside one transaction, with the same
+      result as running them one by one.
+    - ``list_runs`` orders by ``(started_at, id)`` descending; ``id`` breaks ties, so
+      the order is total and pages never repeat or skip a run.
+    """
+
+    url: str
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied (empty if none)."""
+        ...
+
+    def schema_version(self) -> int:
+        """The version recorded in the database (0 for an empty database)."""
+        ...
+
+    def create(self, run: NewRun) -> bool: ...
+
+    def start(self, run_id: str, at: int) -> FinishResult: ...
+
+    def finish(self, cmd: FinishRun) -> FinishResult: ...
+
+    def apply(self, commands: Sequence[Command]) -> ApplyResult: ...
+
+    def get(self, run_id: str) -> Run | None:
+        """The run, or None when no run has this id."""
+        ...
+
+    def list_runs(
+        self, flt: RunFilter, *, limit: int, cursor: tuple[int, str] | None = None
+    ) -> list[Run]:
+        """Up to ``limit`` runs strictly after ``cursor`` (started_at_us, id)."""
+        ...
+
+    def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
+        """Run counts per (source, status) among the runs matching ``flt``."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,501 @@
+"""The SQL both engines share. Engines differ only in what ``SqlDialect`` names:
+placeholders, how times, booleans and JSON travel, and how a transaction begins.
+
+Every write goes through one guarded UPDATE (``... AND finished_at IS NULL``), so
+racing finishers, the reaper and normal completion can never disagree.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
+from exectrack.errors import InvalidArgumentError, SchemaError, SchemaTooNewError
+from exectrack.stores._base import (
+    ApplyResult,
+    Command,
+    FinishResult,
+    FinishRun,
+    MarkRunning,
+    NewRun,
+    RunFilter,
+)
+
+__all__ = ["Migration", "SqlDialect", "SqlStore"]
+
+COLUMNS = (
+    "id",
+    "source",
+    "source_ref",
+    "session_id",
+    "parent_id",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "error_code",
+    "error_message",
+    "retryable",
+    "metadata",
+    "owner",
+    "heartbeat_at",
+    "deadline_at",
+    "updated_at",
+)
+_COLS = ", ".join(COLUMNS)
+_OPEN = ("queued", "running")
+
+
+class Cursor(Protocol):
+    """The DB-API subset both drivers offer."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: Any, params: Any, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SqlDialect:
+    """What differs between engines, as data and small functions."""
+
+    param: str  # "?" or "%s"
+    json_param: str  # "?" or "%s::jsonb"
+    like: str  # "LIKE" (SQLite: ASCII case-insensitive) or "ILIKE"
+    duration_since_start: str  # SQL giving ms between a time param and started_at
+    ts: Callable[[int], Any]  # microseconds -> driver parameter
+    ts_out: Callable[[Any], int]  # driver value -> microseconds
+    json_out: Callable[[Any], dict[str, Any]]
+    bool_out: Callable[[Any], bool]
+
+
+def _sql(dialect: SqlDialect, text: str) -> str:
+    return text.replace("{json}", dialect.json_param).replace("?", dialect.param)
+
+
+class SqlStore(abc.ABC):
+    """Store operations written once; subclasses supply connections and a dialect."""
+
+    dialect: SqlDialect
+    migrations: tuple[Migration, ...]
+    url: str
+
+    def __init__(self) -> None:
+        d = self.dialect
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._insert_sql = _sql(
+            d,
+            f"INSERT INTO runs ({_COLS}) VALUES ("
+            + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS)
+            + ") ON CONFLICT (id) DO NOTHING",
+        )
+        self._finish_sql = _sql(
+            d,
+            "UPDATE runs SET status = ?, finished_at = ?, "
+            f"duration_ms = COALESCE(?, {d.duration_since_start}), "
+            "error_code = ?, error_message = ?, retryable = ?, "
+            "metadata = COALESCE({json}, metadata), updated_at = ? "
+            "WHERE id = ? AND finished_at IS NULL AND (status = 'running' OR ? = 'canceled')",
+        )
+        self._start_sql = _sql(
+            d,
+            "UPDATE runs SET status = 'running', heartbeat_at = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'queued'",
+        )
+        self._status_sql = _sql(d, "SELECT status FROM runs WHERE id = ?")
+        self._get_sql = _sql(d, f"SELECT {_COLS} FROM runs WHERE id = ?")
+
+    # -- engine hooks -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _write(self) -> AbstractContextManager[Cursor]:
+        """A cursor inside a write transaction that commits on success."""
+
+    @abc.abstractmethod
+    def _read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for reads (autocommit or a read transaction)."""
+
+    @abc.abstractmethod
+    def _lock_schema(self, cur: Cursor) -> None:
+        """Serialise migrations across processes (inside the write transaction)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- schema -------------------------------------------------------------------
+
+    @property
+    def latest_version(self) -> int:
+        return self.migrations[-1].version
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        with self._write() as cur:
+            self._lock_schema(cur)
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS exectrack_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            current = self._current_version(cur)
+            if current > self.latest_version:
+                raise SchemaTooNewError(
+                    f"database {self.url} has schema version {current}, but this exectrack "
+                    f"knows versions up to {self.latest_version}; upgrade exectrack"
+                )
+            for m in self.migrations:
+                if m.version <= current:
+                    continue
+                for statement in m.statements:
+                    cur.execute(statement)
+                cur.execute(
+                    _sql(
+                        self.dialect,
+                        "INSERT INTO exectrack_migrations (version, name, applied_at) "
+                        "VALUES (?, ?, ?)",
+                    ),
+                    (m.version, m.name, datetime.now().astimezone().isoformat()),
+                )
+                applied.append(m.version)
+        self._ready = True
+        return applied
+
+    def schema_version(self) -> int:
+        with self._read() as cur:
+            if not self._has_migrations_table(cur):
+                return 0
+            return self._current_version(cur)
+
+    @abc.abstractmethod
+    def _has_migrations_table(self, cur: Cursor) -> bool: ...
+
+    @staticmethod
+    def _current_version(cur: Cursor) -> int:
+        cur.execute("SELECT MAX(version) FROM exectrack_migrations")
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _ensure_ready(self) -> None:
+        """Migrate on first use, once per store object."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                self.migrate()
+
+    # -- writes -------------------------------------------------------------------
+
+    def _insert_params(self, r: NewRun) -> tuple[Any, ...]:
+        ts = self.dialect.ts
+        started = ts(r.started_at)
+        finished = None if r.finished_at is None else ts(r.finished_at)
+        return (
+            r.id,
+            r.source,
+            r.source_ref,
+            r.session_id,
+            r.parent_id,
+            r.status.value,
+            started,
+            finished,
+            r.duration_ms,
+            r.error_code,
+            r.error_message,
+            r.retryable,
+            r.metadata if r.metadata is not None else "{}",
+            r.owner,
+            started,
+            None if r.deadline_at is None else ts(r.deadline_at),
+            finished if finished is not None else started,
+        )
+
+    def _finish_params(self, f: FinishRun) -> tuple[Any, ...]:
+        at = self.dialect.ts(f.finished_at)
+        status = f.status.value
+        return (
+            status,
+            at,
+            f.duration_ms,
+            at,
+            f.error_code,
+            f.error_message,
+            f.retryable,
+            f.metadata,
+            at,
+            f.id,
+            status,
+        )
+
+    def _start_params(self, m: MarkRunning) -> tuple[Any, ...]:
+        at = self.dialect.ts(m.at)
+        return (at, at, m.id)
+
+    def create(self, run: NewRun) -> bool:
+        _check_new(run)
+        self._ensure_ready()
+        with self._write() as cur:
+            cur.execute(self._insert_sql, self._insert_params(run))
+            return bool(cur.rowcount == 1)
+
+    def start(self, run_id: str, at: int) -> FinishResult:
+        self._ensure_ready()
+        with self._write() as cur:
+            cur.execute(self._start_sql, self._start_params(MarkRunning(run_id, at)))
+            if cur.rowcount == 1:
+                return FinishResult(True, RunStatus.RUNNING)
+            return FinishResult(False, self._status_of(cur, run_id))
+
+    def finish(self, cmd: FinishRun) -> FinishResult:
+        _check_finish(cmd)
+        self._ensure_ready()
+        with self._write() as cur:
+            cur.execute(self._finish_sql, self._finish_params(cmd))
+            if cur.rowcount == 1:
+                return FinishResult(True, cmd.status)
+            return FinishResult(False, self._status_of(cur, cmd.id))
+
+    def _status_of(self, cur: Cursor, run_id: str) -> RunStatus | None:
+        cur.execute(self._status_sql, (run_id,))
+        row = cur.fetchone()
+        return None if row is None else RunStatus(row[0])
+
+    def apply(self, commands: Sequence[Command]) -> ApplyResult:
+        """Run ``commands`` in one transaction.
+
+        A finish or start whose run is created earlier in the same batch is folded
+        into that run's INSERT, so a short run costs one row write, not two.
+        """
+        inserts, updates, refused = _fold(commands)
+        self._ensure_ready()
+        created = started = finished = 0
+        not_applied = refused
+        with self._write() as cur:
+            if inserts:
+                cur.executemany(self._insert_sql, [self._insert_params(r) for r in inserts])
+                created = max(cur.rowcount, 0)
+                not_applied += len(inserts) - created
+                finished += sum(1 for r in inserts if r.finished_at is not None)
+            for kind, group in _groups(updates):
+                if kind is FinishRun:
+                    sql, params = self._finish_sql, [self._finish_params(f) for f in group]  # type: ignore[arg-type]
+                else:
+                    sql, params = self._start_sql, [self._start_params(m) for m in group]  # type: ignore[arg-type]
+                cur.executemany(sql, params)
+                done = max(cur.rowcount, 0)
+                not_applied += len(group) - done
+                if kind is FinishRun:
+                    finished += done
+                else:
+                    started += done
+        return ApplyResult(created, started, finished, not_applied)
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run | None:
+        self._ensure_ready()
+        with self._read() as cur:
+            cur.execute(self._get_sql, (run_id,))
+            row = cur.fetchone()
+        return None if row is None else self._to_run(row)
+
+    def list_runs(
+        self, flt: RunFilter, *, limit: int, cursor: tuple[int, str] | None = None
+    ) -> list[Run]:
+        if limit < 1:
+            return []
+        self._ensure_ready()
+        where, params = self._where(flt)
+        if cursor is not None:
+            where.append("(started_at < ? OR (started_at = ? AND id < ?))")
+            at = self.dialect.ts(cursor[0])
+            params += [at, at, cursor[1]]
+        sql = f"SELECT {_COLS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._read() as cur:
+            cur.execute(_sql(self.dialect, sql), params)
+            rows = cur.fetchall()
+        return [self._to_run(r) for r in rows]
+
+    def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
+        self._ensure_ready()
+        where, params = self._where(flt)
+        sql = "SELECT source, status, COUNT(*) FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " GROUP BY source, status"
+        with self._read() as cur:
+            cur.execute(_sql(self.dialect, sql), params)
+            rows = cur.fetchall()
+        return {(str(src), RunStatus(st)): int(n) for src, st, n in rows}
+
+    def _where(self, flt: RunFilter) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if flt.sources:
+            where.append("source IN (" + ", ".join("?" * len(flt.sources)) + ")")
+            params += flt.sources
+        if flt.statuses:
+            where.append("status IN (" + ", ".join("?" * len(flt.statuses)) + ")")
+            params += [RunStatus.parse(s).value for s in flt.statuses]
+        for column in ("session_id", "source_ref", "parent_id"):
+            value = getattr(flt, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if flt.started_after is not None:
+            where.append("started_at >= ?")
+            params.append(self.dialect.ts(datetime_to_us(flt.started_after)))
+        if flt.started_before is not None:
+            where.append("started_at < ?")
+            params.append(self.dialect.ts(datetime_to_us(flt.started_before)))
+        if flt.text:
+            pattern = "%" + _escape_like(flt.text) + "%"
+            like = self.dialect.like
+            where.append(f"(source_ref {like} ? ESCAPE '\\' OR error_message {like} ? ESCAPE '\\')")
+            params += [pattern, pattern]
+        return where, params
+
+    def _to_run(self, row: Sequence[Any]) -> Run:
+        d = self.dialect
+
+        def ts(value: Any) -> datetime | None:
+            return None if value is None else us_to_datetime(d.ts_out(value))
+
+        started = ts(row[6])
+        if started is None:  # pragma: no cover - NOT NULL in every schema
+            raise SchemaError("run without started_at")
+        return Run(
+            id=str(row[0]),
+            source=row[1],
+            source_ref=row[2],
+            session_id=row[3],
+            parent_id=row[4],
+            status=RunStatus(row[5]),
+            started_at=started,
+            finished_at=ts(row[7]),
+            duration_ms=None if row[8] is None else float(row[8]),
+            error_code=row[9],
+            error_message=row[10],
+            retryable=None if row[11] is None else d.bool_out(row[11]),
+            metadata=d.json_out(row[12]),
+            owner=row[13],
+            heartbeat_at=ts(row[14]),
+            deadline_at=ts(row[15]),
+            updated_at=ts(row[16]),
+        )
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _check_new(run: NewRun) -> None:
+    if (run.finished_at is None) != (run.status in (RunStatus.QUEUED, RunStatus.RUNNING)):
+        raise InvalidArgumentError(
+            f"run {run.id}: finished_at must be set exactly when the status is terminal"
+        )
+
+
+def _check_finish(cmd: FinishRun) -> None:
+    if not cmd.status.is_terminal:
+        raise InvalidArgumentError(
+            f"cannot finish run {cmd.id} with non-terminal status {cmd.status.value!r}"
+        )
+
+
+def _may_finish(current: RunStatus, target: RunStatus) -> bool:
+    """The transition rule the guarded UPDATE enforces, for folding in memory."""
+    return current is RunStatus.RUNNING or (
+        current is RunStatus.QUEUED and target is RunStatus.CANCELED
+    )
+
+
+def _fold(commands: Sequence[Command]) -> tuple[list[NewRun], list[Command], int]:
+    """Fold starts and finishes into runs created earlier in the same batch."""
+    fresh: dict[str, NewRun] = {}
+    updates: list[Command] = []
+    refused = 0
+    for cmd in commands:
+        if type(cmd) is NewRun:
+            _check_new(cmd)
+            if cmd.id in fresh:
+                refused += 1
+            else:
+                fresh[cmd.id] = cmd
+            continue
+        row = fresh.get(cmd.id)
+        if row is None:
+            if type(cmd) is FinishRun:
+                _check_finish(cmd)
+            updates.append(cmd)
+        elif type(cmd) is FinishRun:
+            _check_finish(cmd)
+            if row.finished_at is None and _may_finish(row.status, cmd.status):
+                duration = cmd.duration_ms
+                if duration is None:
+                    duration = (cmd.finished_at - row.started_at) / 1000.0
+                fresh[cmd.id] = dataclasses.replace(
+                    row,
+                    status=cmd.status,
+                    finished_at=cmd.finished_at,
+                    duration_ms=duration,
+                    error_code=cmd.error_code,
+                    error_message=cmd.error_message,
+                    retryable=cmd.retryable,
+                    metadata=cmd.metadata if cmd.metadata is not None else row.metadata,
+                )
+            else:
+                refused += 1
+        elif row.status is RunStatus.QUEUED:  # MarkRunning
+            fresh[cmd.id] = dataclasses.replace(row, status=RunStatus.RUNNING)
+        else:
+            refused += 1
+    return list(fresh.values()), updates, refused
+
+
+def _groups(commands: list[Command]) -> Iterator[tuple[type, list[Command]]]:
+    """Consecutive runs of the same command type, in order."""
+    i = 0
+    while i < len(commands):
+        kind = type(commands[i])
+        j = i
+        while j < len(commands) and type(commands[j]) is kind:
+            j += 1
+        yield kind, commands[i:j]
+        i = j
+
+
+def json_loads_object(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    loaded = json.loads(value)
+    return loaded if isinstance(loaded, dict) else {}

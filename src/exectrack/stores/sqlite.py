@@ -1,0 +1,259 @@
+"""SQLite store (stdlib ``sqlite3``): one file, WAL, a busy timeout, ``BEGIN IMMEDIATE``.
+
+Safe for several threads (one connection per thread, writes serialised by a process
+lock in front of SQLite's own file lock) and several processes on one file. A forked
+child opens its own connections and never touches its parent's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
+from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
+
+__all__ = ["SQLiteStore", "parse_sqlite_url"]
+
+_STATUS_CHECK = "status IN ('queued', 'running', 'success', 'error', 'canceled', 'timeout')"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "create runs",
+        (
+            f"""CREATE TABLE runs (
+                id TEXT NOT NULL PRIMARY KEY,
+                source TEXT NOT NULL,
+                source_ref TEXT,
+                session_id TEXT,
+                parent_id TEXT,
+                status TEXT NOT NULL CHECK ({_STATUS_CHECK}),
+                started_at INTEGER NOT NULL,
+                finished_at INTEGER,
+                duration_ms REAL,
+                error_code TEXT,
+                error_message TEXT,
+                retryable INTEGER,
+                metadata TEXT NOT NULL DEFAULT '{{}}',
+                owner TEXT,
+                heartbeat_at INTEGER,
+                deadline_at INTEGER,
+                updated_at INTEGER NOT NULL,
+                CHECK ((finished_at IS NULL) = (status IN ('queued', 'running')))
+            )""",
+            "CREATE INDEX runs_started ON runs (started_at, id)",
+            "CREATE INDEX runs_source_started ON runs (source, started_at, id)",
+            "CREATE INDEX runs_status_started ON runs (status, started_at, id)",
+            "CREATE INDEX runs_session_started ON runs (session_id, started_at, id)"
+            " WHERE session_id IS NOT NULL",
+            "CREATE INDEX runs_parent ON runs (parent_id) WHERE parent_id IS NOT NULL",
+            "CREATE INDEX runs_open ON runs (owner, started_at) WHERE finished_at IS NULL",
+        ),
+    ),
+)
+
+_DIALECT = SqlDialect(
+    param="?",
+    json_param="?",
+    like="LIKE",
+    duration_since_start="(? - started_at) / 1000.0",
+    ts=int,
+    ts_out=int,
+    json_out=json_loads_object,
+    bool_out=bool,
+)
+
+_SYNCHRONOUS = ("off", "normal", "full", "extra")
+_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "read-only")
+
+_live_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+# Connections inherited across fork() must never be closed or used by the child; they
+# are kept here so garbage collection does not close them either.
+_inherited: list[Any] = []
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``.
+
+    Query options: ``synchronous`` (off/normal/full/extra), ``busy_timeout`` (ms).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError(f"not a sqlite URL: {url!r}")
+    if parts.netloc:
+        raise ConfigError(
+            f"sqlite URL {url!r} has a host part; use sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or sqlite:///:memory:"
+        )
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if not path:
+        raise ConfigError(f"sqlite URL {url!r} names no file; e.g. sqlite:///runs.db")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return path, options
+
+
+class SQLiteStore(SqlStore):
+    dialect = _DIALECT
+    migrations = MIGRATIONS
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "normal",
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        path = os.fspath(path)
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise ConfigError(f"synchronous={synchronous!r}: use one of {', '.join(_SYNCHRONOUS)}")
+        if busy_timeout_ms < 0:
+            raise ConfigError(f"busy_timeout={busy_timeout_ms}: must be >= 0 ms")
+        self.memory = path == ":memory:"
+        self.path = path if self.memory else str(Path(path).expanduser())
+        self.url = "sqlite:///" + self.path
+        self._synchronous = synchronous.upper()
+        self._busy_timeout_ms = busy_timeout_ms
+        self._reset_connections()
+        super().__init__()
+        _live_stores.add(self)
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        path, options = parse_sqlite_url(url)
+        unknown = set(options) - {"synchronous", "busy_timeout"}
+        if unknown:
+            raise ConfigError(
+                f"unknown sqlite URL option(s) {', '.join(sorted(unknown))} in {url!r}; "
+                "known: synchronous, busy_timeout"
+            )
+        try:
+            timeout = int(options.get("busy_timeout", "5000"))
+        except ValueError:
+            raise ConfigError(f"busy_timeout in {url!r} is not an integer") from None
+        return cls(path, synchronous=options.get("synchronous", "normal"), busy_timeout_ms=timeout)
+
+    # -- connections ----------------------------------------------------------------
+
+    def _reset_connections(self) -> None:
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._wlock = threading.RLock()
+        self._shared: sqlite3.Connection | None = None
+        self._closed = False
+
+    def _after_fork(self) -> None:
+        _inherited.extend(self._conns)
+        self._reset_connections()
+        self._ready = False  # a fresh :memory: database needs its schema again
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+        try:
+            if not self.memory:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            if not self.memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except (sqlite3.Error, OSError) as exc:
+            raise _translate(exc, f"cannot open {self.url}") from exc
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self.memory:
+            if self._shared is None:
+                self._shared = self._connect()
+            return self._shared
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        with self._wlock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(exc, "cannot begin a write") from exc
+            try:
+                yield conn.cursor()
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc, "write failed") from exc
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        lock = self._wlock if self.memory else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            yield self._conn().cursor()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "read failed") from exc
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock_schema(self, cur: Cursor) -> None:
+        """``BEGIN IMMEDIATE`` already holds the database's write lock."""
+
+    def _has_migrations_table(self, cur: Cursor) -> bool:
+        cur.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exectrack_migrations'"
+        )
+        return cur.fetchone() is not None
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+            self._closed = True
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+        self._shared = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    message = f"{what}: {exc}"
+    lowered = str(exc).lower()
+    if isinstance(exc, OSError) or any(word in lowered for word in _TRANSIENT):
+        return StoreUnavailableError(message)
+    return StoreError(message)
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_live_stores):
+        store._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,53 @@
+"""Shared test setup: a clean environment, strict mode, fresh default tracker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import exectrack
+from exectrack import ExecutionTracker
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test starts with no EXECTRACK_* variables but strict mode, and its own
+    default database, so nothing leaks between tests or into the user's data dir."""
+    for name in list(os.environ):
+        if name.startswith("EXECTRACK_") and name not in (
+            "EXECTRACK_TEST_POSTGRES_URL",
+            "EXECTRACK_REQUIRE_POSTGRES",
+            "EXECTRACK_REQUIRE_BROWSER",
+        ):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("EXECTRACK_STRICT", "1")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    previous = exectrack.set_tracker(None)
+    yield
+    current = exectrack.set_tracker(previous)
+    if current is not None and current is not previous:
+        current.close()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+@pytest.fixture
+def tracker(db_url: str) -> Iterator[ExecutionTracker]:
+    """A strict tracker on a file SQLite store with the default (async) write path."""
+    t = ExecutionTracker(db_url, strict=True)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def sync_tracker(db_url: str) -> Iterator[ExecutionTracker]:
+    """The same, committing before start/finish return."""
+    t = ExecutionTracker(db_url, strict=True, durability="sync")
+    yield t
+    t.close()
