@@ -20,11 +20,14 @@ from typing import Any
 
 from exectrack._classify import ErrorClassifier, ErrorInfo, ResultClassifier, success_flag
 from exectrack._clock import Clock, FakeClock, SystemClock
-from exectrack._context import bind_context, current, current_run
-from exectrack._default import default_tracker_or_none, get_tracker, set_tracker
+from exectrack._context import bind_context, current_run
+from exectrack._context import current as _current
+from exectrack._default import default_tracker_or_none as _default_or_none
+from exectrack._default import get_tracker, set_tracker
 from exectrack._lifecycle import ClientDisconnected
 from exectrack._model import Run, RunStatus, Source
-from exectrack._tracker import Deadline, ExecutionTracker, RunHandle, TrackerStats, null_handle
+from exectrack._tracker import Deadline, ExecutionTracker, RunHandle, TrackerStats
+from exectrack._tracker import null_handle as _null_handle
 from exectrack._wrap import TrackedRun
 from exectrack.errors import (
     ConfigError,
@@ -44,6 +47,7 @@ __all__ = [
     "ClientDisconnected",
     "Clock",
     "ConfigError",
+    "Deadline",
     "DriverMissingError",
     "ErrorClassifier",
     "ErrorInfo",
@@ -116,9 +120,9 @@ def start(
     queued: bool = False,
 ) -> RunHandle:
     """Start a run on the default tracker; finish it with the handle's methods."""
-    tracker = default_tracker_or_none()
+    tracker = _default_or_none()
     if tracker is None:
-        return null_handle(source, source_ref)
+        return _null_handle(source, source_ref)
     return tracker.start(source, source_ref, session_id, metadata, deadline, queued=queued)
 
 
@@ -177,12 +181,12 @@ def finish_with_status(
 
 def annotate(**fields: Any) -> None:
     """Add metadata to the run active in this context (a no-op when there is none)."""
-    handle = current.get()
+    handle = _current.get()
     if handle is not None:
         handle.annotate(**fields)
 
 
 def flush(timeout: float | None = 10.0) -> bool:
     """Wait until the default tracker committed everything queued so far."""
-    tracker = default_tracker_or_none()
+    tracker = _default_or_none()
     return True if tracker is None else tracker.flush(timeout)

@@ -133,8 +133,9 @@ class Writer:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted before this call is committed (or dropped)."""
-        if self._thread is None or threading.current_thread() is self._thread:
-            return not self._pending
+        thread = self._thread
+        if thread is None or thread is threading.current_thread() or not thread.is_alive():
+            return not any(type(item) is not _Marker for item in list(self._pending))
         marker = _Marker()
         self._pending.append(marker)
         self._wake()

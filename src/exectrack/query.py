@@ -68,7 +68,8 @@ def encode_cursor(run: Run) -> str:
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
         us, run_id = raw.split(":", 1)
         if not run_id:
             raise ValueError

@@ -1,0 +1,507 @@
+"""The ``exectrack`` command: a thin layer over :mod:`exectrack.query`.
+
+::
+
+    exectrack [--database URL] runs list [FILTERS] [--limit N] [--cursor C] [--json]
+    exectrack [--database URL] runs get ID [--json]
+    exectrack [--database URL] runs latest [FILTERS] [--json]
+    exectrack [--database URL] runs stats [FILTERS] [--json]
+    exectrack [--database URL] migrate [--json]
+
+People get an aligned table or a ``key: value`` listing; ``--json`` prints one JSON
+document whose timestamps are UTC ISO 8601 ending in ``Z``. A user error (a bad
+filter, cursor or database URL, an unknown id, a schema newer than this code) prints
+one ``exectrack: ...`` line on stderr and exits 1; argparse's usage errors exit 2.
+Every command reads through :mod:`exectrack.query`, the same path as the HTTP API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from exectrack import __version__, query
+from exectrack._config import Settings
+from exectrack._model import Run, RunStatus
+from exectrack.errors import ConfigError, ExectrackError
+from exectrack.stores import RunFilter, Store, open_store, redact_url
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+_REF_WIDTH = 40  # longer source_refs are shortened in the table (never in --json)
+_STATUSES = ", ".join(s.value for s in RunStatus)
+
+Handler = Callable[[argparse.Namespace, Store], int]
+
+
+# -- output helpers --------------------------------------------------------------------
+
+
+def _out(line: str = "") -> None:
+    print(line, file=sys.stdout)
+
+
+def _dump_json(value: object) -> None:
+    _out(json.dumps(value, indent=2))
+
+
+def _printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters escaped, so a stored string cannot move the
+    cursor, recolour the terminal or break a table row."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or (keep_newlines and ch == "\n"):
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def _cell(value: str | None, width: int | None = None) -> str:
+    if value is None or value == "":
+        return "-"
+    text = _printable(value)
+    if width is not None and len(text) > width:
+        text = text[: width - 3] + "..."
+    return text
+
+
+def _utc_seconds(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [headers, *rows]:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        _out("  ".join(cells).rstrip())
+
+
+def _print_runs(runs: Sequence[Run]) -> None:
+    headers = ("ID", "STARTED (UTC)", "SOURCE", "REF", "STATUS", "DURATION", "ERROR_CODE")
+    rows = [
+        (
+            run.id,
+            _utc_seconds(run.started_at),
+            _cell(run.source),
+            _cell(run.source_ref, _REF_WIDTH),
+            run.status.value,
+            _duration(run.duration_ms),
+            _cell(run.error_code),
+        )
+        for run in runs
+    ]
+    _table(headers, rows, right=frozenset({5}))
+
+
+def _listing_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _printable(str(value), keep_newlines=True)
+
+
+def _print_run(run: Run) -> None:
+    """A ``key: value`` listing of every field; metadata as indented JSON."""
+    data = run.to_dict()
+    metadata = data.pop("metadata")
+    width = max(len(key) for key in [*data, "metadata"]) + 1
+    for key, value in data.items():
+        text = _listing_value(value)
+        if key == "duration_ms" and value is not None:
+            text = f"{value:.3f} ({_duration(value)})"
+        lines = text.split("\n")
+        _out(f"{key + ':':<{width}} {lines[0]}".rstrip())
+        for more in lines[1:]:
+            _out(f"{'':<{width}} {more}".rstrip())
+    if not metadata:
+        _out(f"{'metadata:':<{width}} {{}}")
+        return
+    _out("metadata:")
+    pretty = json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True)
+    for line in pretty.splitlines():
+        _out("  " + _printable(line))
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def _filter(args: argparse.Namespace) -> RunFilter:
+    return query.make_filter(
+        source=args.source,
+        status=args.status,
+        session_id=args.session,
+        source_ref=args.ref,
+        parent_id=args.parent,
+        since=args.since,
+        until=args.until,
+        text=args.search,
+    )
+
+
+def _cmd_list(args: argparse.Namespace, store: Store) -> int:
+    page = query.list_runs(store, _filter(args), limit=args.limit, cursor=args.cursor)
+    if args.json:
+        _dump_json({"runs": [run.to_dict() for run in page.runs], "next_cursor": page.next_cursor})
+        return EXIT_OK
+    if not page.runs:
+        _out("no runs match" if args.cursor is None else "no more runs")
+        return EXIT_OK
+    _print_runs(page.runs)
+    if page.next_cursor is not None:
+        _out(f"more runs: repeat with --cursor {page.next_cursor} for the next page")
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, run: Run) -> int:
+    if args.json:
+        _dump_json(run.to_dict())
+    else:
+        _print_run(run)
+    return EXIT_OK
+
+
+def _cmd_get(args: argparse.Namespace, store: Store) -> int:
+    run = query.get_run(store, args.id)
+    if run is None:
+        return _error(f"no run with id {_cell(args.id)}")
+    return _show(args, run)
+
+
+def _cmd_latest(args: argparse.Namespace, store: Store) -> int:
+    run = query.latest_run(store, _filter(args))
+    if run is None:
+        return _error("no run matches these filters")
+    return _show(args, run)
+
+
+def _cmd_stats(args: argparse.Namespace, store: Store) -> int:
+    stats = query.run_stats(store, _filter(args))
+    if args.json:
+        _dump_json(stats.to_dict())
+        return EXIT_OK
+    rate = "-" if stats.error_rate is None else f"{stats.error_rate:.1%}"
+    _out(f"runs: {stats.total}  open: {stats.open}  error rate: {rate}")
+    _out()
+    _table(
+        ("STATUS", "COUNT"),
+        [(status, str(n)) for status, n in stats.by_status.items()],
+        right=frozenset({1}),
+    )
+    if stats.by_source:
+        _out()
+        statuses = [s.value for s in RunStatus]
+        rows = [
+            (_cell(source), str(sum(counts.values())), *(str(counts.get(s, 0)) for s in statuses))
+            for source, counts in stats.by_source.items()
+        ]
+        headers = ("SOURCE", "TOTAL", *(s.upper() for s in statuses))
+        _table(headers, rows, right=frozenset(range(1, len(headers))))
+    return EXIT_OK
+
+
+def _cmd_migrate(args: argparse.Namespace, store: Store) -> int:
+    applied = store.migrate()
+    version = store.schema_version()
+    if args.json:
+        _dump_json({"database": redact_url(store.url), "applied": applied, "version": version})
+    elif applied:
+        versions = ", ".join(str(v) for v in applied)
+        _out(f"applied migration(s) {versions}; the schema is now at version {version}")
+    else:
+        _out(f"the schema is up to date at version {version}")
+    return EXIT_OK
+
+
+# -- the parser --------------------------------------------------------------------------
+
+_DESCRIPTION = """\
+Inspect the runs exectrack recorded: list them with filters, show one, count them,
+and migrate the database schema.
+
+The database is --database URL, else EXECTRACK_DATABASE_URL, else a file in your
+data directory. URLs: sqlite:///relative.db, sqlite:////absolute/path.db, or a path.
+"""
+
+_EPILOG = """\
+examples:
+  exectrack runs list --source skill --status error --since 2h
+  exectrack runs list --json --limit 200 | jq '.runs[].id'
+  exectrack runs get 0190c3a2-...
+  exectrack runs latest --source heartbeat --ref nightly-report
+  exectrack runs stats --since 7d
+  exectrack --database sqlite:///runs.db migrate
+"""
+
+_TIME_HELP = "ISO 8601 (2026-11-25T10:00:00Z; no zone means UTC) or an age: 30s, 15m, 2h, 7d, 1w"
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options accepted before and after the command (``exectrack runs list --database``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="the database (default: $EXECTRACK_DATABASE_URL, else the default file)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log more to stderr (-v: info, -vv: debug)",
+    )
+    return common
+
+
+def _filter_options() -> argparse.ArgumentParser:
+    filters = argparse.ArgumentParser(add_help=False)
+    group = filters.add_argument_group("filters (combined with AND)")
+    group.add_argument(
+        "--source",
+        action="append",
+        metavar="NAME",
+        help="runs of this entry point (chat, skill, heartbeat, ...); repeat for any of several",
+    )
+    group.add_argument(
+        "--status",
+        action="append",
+        metavar="STATUS",
+        help=f"runs in this status ({_STATUSES}); repeat for any of several",
+    )
+    group.add_argument("--session", metavar="ID", help="runs of this session / conversation")
+    group.add_argument(
+        "--ref", metavar="REF", help="runs of this source_ref (skill name, task id, ...)"
+    )
+    group.add_argument("--parent", metavar="RUN_ID", help="child runs of this run")
+    group.add_argument("--since", metavar="TIME", help=f"started at or after TIME: {_TIME_HELP}")
+    group.add_argument("--until", metavar="TIME", help=f"started before TIME: {_TIME_HELP}")
+    group.add_argument(
+        "--search",
+        metavar="TEXT",
+        help="case-insensitive text in the source_ref or the error message",
+    )
+    return filters
+
+
+def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print JSON: {what}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``exectrack`` command."""
+    common = _common_options()
+    filters = _filter_options()
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="exectrack",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=raw,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND"
+    )
+
+    runs = commands.add_parser(
+        "runs",
+        parents=[common],
+        help="list, show and count recorded runs",
+        description="List, show and count recorded runs (newest first).",
+    )
+    actions = runs.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
+
+    p = actions.add_parser(
+        "list",
+        parents=[common, filters],
+        help="list runs, newest first, one page at a time",
+        description=(
+            "List runs matching the filters, newest first. Pages are keyset-based: pass "
+            "the cursor printed after a page (next_cursor with --json) to get the next "
+            "one; runs recorded meanwhile never make a page repeat or skip a run."
+        ),
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help=f"runs per page, 1-{query.MAX_PAGE_SIZE} (default: 50)",
+    )
+    p.add_argument("--cursor", metavar="CURSOR", help="continue after a previous page")
+    _json_option(p, '{"runs": [...], "next_cursor": ...}')
+    p.set_defaults(handler=_cmd_list)
+
+    p = actions.add_parser(
+        "get",
+        parents=[common],
+        help="show one run by id",
+        description="Show every field of one run, metadata included. Exits 1 if no run has ID.",
+    )
+    p.add_argument("id", metavar="ID", help="the run id (a UUID)")
+    _json_option(p, "the run's fields")
+    p.set_defaults(handler=_cmd_get)
+
+    p = actions.add_parser(
+        "latest",
+        parents=[common, filters],
+        help="show the newest run matching the filters",
+        description=(
+            "Show the newest run matching the filters, like `runs get` (e.g. the last "
+            "run of one scheduled task). Exits 1 if no run matches."
+        ),
+    )
+    _json_option(p, "the run's fields")
+    p.set_defaults(handler=_cmd_latest)
+
+    p = actions.add_parser(
+        "stats",
+        parents=[common, filters],
+        help="count runs by status and by source",
+        description=(
+            "Count the runs matching the filters by status and by source, with the "
+            "number still open and the error rate (error + timeout among finished runs)."
+        ),
+    )
+    _json_option(p, "total, open, error_rate, by_status, by_source")
+    p.set_defaults(handler=_cmd_stats)
+
+    p = commands.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or upgrade the database schema",
+        description=(
+            "Apply pending schema migrations (creating the database if needed) and print "
+            "the versions applied, or that the schema is up to date. Other commands "
+            "migrate on first use too; this makes it explicit, e.g. before a deploy."
+        ),
+    )
+    _json_option(p, "database, applied (versions), version")
+    p.set_defaults(handler=_cmd_migrate, creates=True)
+    return parser
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def _error(message: str) -> int:
+    """Print one ``exectrack: ...`` line on stderr; return the user-error exit code."""
+    line = " ".join(redact_url(message).split()) or "error"
+    print(f"exectrack: {line}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _open(args: argparse.Namespace) -> Store:
+    url: str | None = getattr(args, "database", None)
+    if url is None:
+        url = Settings.from_env().resolved_database_url()
+    store = open_store(url)
+    if not getattr(args, "creates", False):
+        _require_existing(store)
+    return store
+
+
+def _require_existing(store: Store) -> None:
+    """Reads never create a database: a typo in a path is an error, not an empty result."""
+    from exectrack.stores.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore) and not store.memory and not Path(store.path).exists():
+        store.close()
+        raise ConfigError(
+            f"no database at {store.path} (check --database or EXECTRACK_DATABASE_URL; "
+            "`exectrack migrate` creates it)"
+        )
+
+
+def _configure_logging(verbosity: int) -> Callable[[], None]:
+    """Send exectrack's log records to stderr for this command; return the undo."""
+    logger = logging.getLogger("exectrack")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    return undo
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (``exectrack runs list | head``): send the rest nowhere."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``exectrack`` command; return its exit code (never raises for user errors)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: keep argparse's code
+        status = exc.code
+        return status if isinstance(status, int) else (EXIT_OK if status is None else 2)
+    undo_logging = _configure_logging(getattr(args, "verbose", 0))
+    try:
+        store = _open(args)
+        try:
+            handler: Handler = args.handler
+            code = handler(args, store)
+        finally:
+            store.close()
+        sys.stdout.flush()
+        return code
+    except ExectrackError as exc:
+        return _error(str(exc) or type(exc).__name__)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_USER_ERROR
+    finally:
+        undo_logging()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

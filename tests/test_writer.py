@@ -1,0 +1,249 @@
+"""The background writer: group commit, bounded queue, flush, fork and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from exectrack import ExecutionTracker, RunStatus
+from exectrack.stores import ApplyResult, Command, open_store
+from exectrack.testing import FailingStore
+
+
+class GatedStore(FailingStore):
+    """A real store whose ``apply`` waits until the gate opens (a stuck database)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(open_store(url), fail=set())
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+
+    def apply(self, commands: Sequence[Command]) -> ApplyResult:
+        self.gate.wait()
+        self.batches.append(len(commands))
+        return super().apply(commands)
+
+
+def test_group_commit_batches_pending_commands(db_url: str) -> None:
+    """Commands queued while the writer is busy are committed together, and a start
+    and finish in one batch become a single row write."""
+    store = GatedStore(db_url)
+    t = ExecutionTracker(store, strict=True)
+    first = t.start("skill", "first")  # the writer takes this and waits at the gate
+    time.sleep(0.05)
+    handles = [t.start("skill", f"r{i}") for i in range(50)]
+    for h in handles:
+        h.finish_success()
+    first.finish_success()
+    store.gate.set()
+    assert t.flush(5)
+    assert store.batches[0] == 1
+    assert sum(store.batches) == 1 + 101
+    assert len(store.batches) <= 3
+    runs = t.list_runs(limit=100).runs
+    assert len(runs) == 51 and {r.status for r in runs} == {RunStatus.SUCCESS}
+    assert t.stats().committed == 102
+    t.close()
+
+
+def test_light_load_lands_without_flush(db_url: str) -> None:
+    """Under light load a single start is committed within moments, no flush needed."""
+    t = ExecutionTracker(db_url, strict=True)
+    h = t.start("heartbeat")
+    reader = open_store(db_url)
+    deadline = time.monotonic() + 5
+    while reader.get(h.id) is None:
+        assert time.monotonic() < deadline, "start never landed"
+        time.sleep(0.001)
+    t.close()
+
+
+def test_full_queue_drops_and_counts_after_bounded_wait(db_url: str) -> None:
+    """When the store cannot keep up, callers wait a bounded time, then the command is
+    dropped and counted; the host call is unaffected."""
+    store = GatedStore(db_url)
+    t = ExecutionTracker(store, strict=False, queue_size=10)
+    calls = []
+
+    @t.with_run("skill")
+    def work(i: int) -> int:
+        calls.append(i)
+        return i
+
+    started = time.monotonic()
+    assert [work(i) for i in range(20)] == list(range(20))
+    elapsed = time.monotonic() - started
+    stats = t.stats()
+    assert stats.dropped > 0
+    assert stats.queued <= 10
+    assert elapsed < 20 * 2 * 0.1 + 1  # each drop waited at most the put timeout
+    assert any("queue full" in cause for cause in stats.failures_by_cause)
+    store.gate.set()
+    assert t.flush(5)
+    stored = t.list_runs(limit=100).runs
+    assert 0 < len(stored) < 20
+    t.close()
+
+
+def test_full_queue_never_waits_on_event_loop(db_url: str) -> None:
+    """On an event-loop thread a full queue drops at once instead of blocking."""
+    store = GatedStore(db_url)
+    t = ExecutionTracker(store, strict=False, queue_size=5)
+
+    @t.with_run("skill")
+    async def work() -> None:
+        return None
+
+    async def main() -> float:
+        start = time.perf_counter()
+        for _ in range(40):
+            await work()
+        return time.perf_counter() - start
+
+    try:
+        elapsed = asyncio.run(main())
+        # a dropped start leaves the run unrecorded, so its finish is never queued
+        assert t.stats().dropped >= 40 - 5 - 1
+        assert elapsed < 0.1 * 3  # a single bounded wait would take 0.1 s
+    finally:
+        store.gate.set()
+        t.close()
+
+
+def test_transient_store_failure_is_retried(db_url: str) -> None:
+    """A batch that fails with a transient error is retried and then lands."""
+    from exectrack.errors import StoreUnavailableError
+
+    store = FailingStore(open_store(db_url), fail={"apply"}, error=StoreUnavailableError("busy"))
+    t = ExecutionTracker(store, strict=True)
+    h = t.start("skill")
+    h.finish_success()
+    time.sleep(0.05)
+    store.fail.clear()
+    assert t.flush(5)
+    assert store.calls["apply"] >= 2
+    assert t.get_run(h.id).status is RunStatus.SUCCESS
+    t.close()
+
+
+def test_bad_command_does_not_sink_its_batch(db_url: str) -> None:
+    """A command the store rejects is dropped alone; its neighbours are written."""
+    from exectrack.stores import FinishRun
+
+    store = GatedStore(db_url)
+    t = ExecutionTracker(store, strict=False)
+    good = [t.start("skill", f"g{i}") for i in range(5)]
+    # a finish with a non-terminal status is invalid and rejected by the store
+    assert t._writer is not None
+    t._writer.submit(FinishRun(good[0].id, RunStatus.RUNNING, 0))
+    for h in good:
+        h.finish_success()
+    store.gate.set()
+    assert t.flush(5)
+    assert {r.status for r in t.list_runs().runs} == {RunStatus.SUCCESS}
+    assert t.stats().dropped == 1
+    t.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_gets_its_own_writer(db_url: str) -> None:
+    """A child forked while the parent has queued writes writes only its own runs with
+    a fresh writer; the parent's queued writes stay the parent's."""
+    store = GatedStore(db_url)
+    t = ExecutionTracker(store, strict=True)
+    t.start("skill", "parent-first")
+    time.sleep(0.05)  # the writer now holds that one at the gate
+    parent_handles = [t.start("skill", f"parent-{i}") for i in range(10)]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            store.gate.set()
+            for i in range(5):
+                t.start("skill", f"child-{i}").finish_success()
+            ok = t.flush(5)
+            code = 0 if ok and t.stats().committed == 10 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for h in parent_handles:
+        h.finish_success()
+    store.gate.set()
+    assert t.flush(5)
+    refs = sorted(str(r.source_ref) for r in t.list_runs(limit=100).runs)
+    assert refs == sorted(
+        ["parent-first"] + [f"parent-{i}" for i in range(10)] + [f"child-{i}" for i in range(5)]
+    )
+    t.close()
+
+
+def _run_script(code: str, db: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EXECTRACK_DATABASE_URL": f"sqlite:///{db}"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_interpreter_exit_flushes_queued_writes(tmp_path: Path) -> None:
+    """A process that exits without calling flush still commits every queued run."""
+    db = tmp_path / "exit.db"
+    proc = _run_script(
+        """
+        import exectrack
+
+        @exectrack.with_run("skill")
+        def work(i):
+            return i
+
+        for i in range(5000):
+            work(i)
+        """,
+        db,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = open_store(f"sqlite:///{db}").count_runs(__import__("exectrack").RunFilter())
+    assert runs == {("skill", RunStatus.SUCCESS): 5000}
+
+
+def test_exit_flush_is_bounded_when_store_is_stuck(tmp_path: Path) -> None:
+    """A stuck database cannot hang interpreter exit: the exit flush gives up."""
+    db = tmp_path / "stuck.db"
+    proc = _run_script(
+        """
+        import threading, time
+        import exectrack
+        from exectrack.stores import open_store
+        from exectrack.testing import FailingStore
+
+        class Stuck(FailingStore):
+            def apply(self, commands):
+                threading.Event().wait()
+
+        t = exectrack.ExecutionTracker(Stuck(open_store("sqlite:///:memory:"), fail=set()),
+                                       strict=False)
+        t.start("skill")
+        time.sleep(0.05)
+        t.start("skill")
+        print("exiting", flush=True)
+        """,
+        db,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "exiting" in proc.stdout
+    assert "exit flush timed out" in proc.stderr
