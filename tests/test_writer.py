@@ -67,16 +67,15 @@ def test_light_load_lands_without_flush(db_url: str) -> None:
     t.close()
 
 
-def test_full_queue_drops_and_counts_after_bounded_wait(db_url: str) -> None:
-    """When the store cannot keep up, callers wait a bounded time, then the command is
-    dropped and counted; the host call is unaffected."""
+def test_full_queue_drops_new_runs_after_bounded_wait(db_url: str) -> None:
+    """When the store cannot keep up, a new run waits a bounded time, then is dropped
+    and counted; the host call is unaffected, and every run whose start was accepted
+    still gets its finish (none is left running by a full queue)."""
     store = GatedStore(db_url)
     t = ExecutionTracker(store, strict=False, queue_size=10)
-    calls = []
 
     @t.with_run("skill")
     def work(i: int) -> int:
-        calls.append(i)
         return i
 
     started = time.monotonic()
@@ -84,13 +83,13 @@ def test_full_queue_drops_and_counts_after_bounded_wait(db_url: str) -> None:
     elapsed = time.monotonic() - started
     stats = t.stats()
     assert stats.dropped > 0
-    assert stats.queued <= 10
-    assert elapsed < 20 * 2 * 0.1 + 1  # each drop waited at most the put timeout
+    assert elapsed < 20 * 0.1 + 1  # each dropped start waited at most the put timeout
     assert any("queue full" in cause for cause in stats.failures_by_cause)
     store.gate.set()
     assert t.flush(5)
     stored = t.list_runs(limit=100).runs
-    assert 0 < len(stored) < 20
+    assert len(stored) == 20 - stats.dropped
+    assert {r.status for r in stored} == {RunStatus.SUCCESS}
     t.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import random
 import re
 import threading
 import time
@@ -159,6 +160,9 @@ def datetime_to_us(value: datetime) -> int:
 _id_lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+# Ids need uniqueness, not secrecy: a PRNG seeded from os.urandom (and reseeded in a
+# forked child) avoids a system call per run, which would also release the GIL.
+_rng = random.Random(os.urandom(32))
 
 
 def new_run_id() -> str:
@@ -169,8 +173,8 @@ def new_run_id() -> str:
     """
     global _last_ms, _seq
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
     with _id_lock:
+        rand = _rng.getrandbits(80)
         if ms > _last_ms:
             _last_ms = ms
             _seq = (rand >> 68) & 0x7FF  # random start, leaving room to count up
@@ -190,6 +194,7 @@ def new_run_id() -> str:
 def _reset_ids_after_fork() -> None:
     global _id_lock
     _id_lock = threading.Lock()
+    _rng.seed(os.urandom(32))
 
 
 os.register_at_fork(after_in_child=_reset_ids_after_fork)

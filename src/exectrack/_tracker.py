@@ -215,8 +215,6 @@ def _reset_owner() -> None:
 
 os.register_at_fork(after_in_child=_reset_owner)
 
-_finish_lock = threading.Lock()
-
 
 class ExecutionTracker:
     """Records runs into a store.
@@ -261,6 +259,7 @@ class ExecutionTracker:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._owner = owner
         self._open_runs: dict[str, RunHandle] = {}
+        self._finish_lock = threading.Lock()  # makes a handle's first finish atomic
         self._fail_lock = threading.Lock()
         self._failures: dict[str, int] = {}
         self._failure_total = 0
@@ -351,13 +350,19 @@ class ExecutionTracker:
         deadline: Deadline,
         queued: bool = False,
         parent_id: str | None = None,
+        *,
+        clean: bool = True,
     ) -> RunHandle:
+        """Open a run. ``clean=False``: source_ref/session_id are already storable."""
         clock = self.clock
         h = RunHandle.__new__(RunHandle)
         h.id = new_run_id()
         h.source = source
-        h.source_ref = None if source_ref is None else clean_text(source_ref, REF_LIMIT)
-        h.session_id = None if session_id is None else clean_text(session_id, REF_LIMIT)
+        if clean:
+            source_ref = None if source_ref is None else clean_text(source_ref, REF_LIMIT)
+            session_id = None if session_id is None else clean_text(session_id, REF_LIMIT)
+        h.source_ref = source_ref
+        h.session_id = session_id
         if parent_id is None:
             parent = current.get()
             parent_id = None if parent is None else parent.id
@@ -496,7 +501,7 @@ class ExecutionTracker:
                 return self._finish_foreign(target, status, code, message, retryable, metadata)
         else:
             handle = target
-        with _finish_lock:
+        with self._finish_lock:
             if handle._final is not None:
                 return FinishResult(False, handle._final)
             if handle.queued and status is not RunStatus.CANCELED:

@@ -27,8 +27,8 @@ from exectrack._lifecycle import (
     outcome_of_result,
 )
 from exectrack._model import validate_source
-from exectrack._redact import normalize_metadata
-from exectrack._tracker import Deadline, ExecutionTracker, RunHandle, null_handle
+from exectrack._redact import clean_text, normalize_metadata
+from exectrack._tracker import REF_LIMIT, Deadline, ExecutionTracker, RunHandle, null_handle
 from exectrack.errors import InvalidArgumentError
 
 __all__ = ["TrackedRun"]
@@ -52,15 +52,22 @@ def _result_outcome(t: ExecutionTracker, value: Any, classify: ResultClassifier 
         return SUCCESS
 
 
+_PLAIN_RESULTS = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
+
+
 def _settle(
     t: ExecutionTracker, h: RunHandle, result: Any, classify: ResultClassifier | None
 ) -> Any:
     """End the run on a returned value, or follow a returned stream/coroutine."""
-    if isinstance(result, GeneratorType):
+    kind = type(result)
+    if kind in _PLAIN_RESULTS:
+        t._end(h, _result_outcome(t, result, classify))
+        return result
+    if kind is GeneratorType:
         follower: Any = _drive_sync(t, h, result, classify)
-    elif isinstance(result, AsyncGeneratorType) or hasattr(type(result), "__anext__"):
+    elif kind is AsyncGeneratorType or hasattr(kind, "__anext__"):
         follower = _async_stream(lambda _a, _k: (t, h), lambda: result, classify)()
-    elif isinstance(result, CoroutineType):
+    elif kind is CoroutineType:
         follower = _follow_coroutine(t, h, result, classify)
     else:
         t._end(h, _result_outcome(t, result, classify))
@@ -231,8 +238,8 @@ class TrackedRun:
     ) -> None:
         self._tracker = tracker
         self.source = validate_source(source)
-        self.source_ref = source_ref
-        self.session_id = session_id
+        self.source_ref = None if source_ref is None else clean_text(source_ref, REF_LIMIT)
+        self.session_id = None if session_id is None else clean_text(session_id, REF_LIMIT)
         normalize_metadata(metadata)  # a bad value is an error here, not at every call
         self.metadata = metadata
         self.deadline = deadline
@@ -247,7 +254,9 @@ class TrackedRun:
         t = self._resolve()
         if t is None or not t.enabled:
             return None
-        return t, t._open(self.source, source_ref, self.session_id, self.metadata, self.deadline)
+        return t, t._open(
+            self.source, source_ref, self.session_id, self.metadata, self.deadline, clean=False
+        )
 
     # -- context manager ---------------------------------------------------------------
 
@@ -256,7 +265,14 @@ class TrackedRun:
         if t is None:
             h = null_handle(self.source, self.source_ref)
         else:
-            h = t._open(self.source, self.source_ref, self.session_id, self.metadata, self.deadline)
+            h = t._open(
+                self.source,
+                self.source_ref,
+                self.session_id,
+                self.metadata,
+                self.deadline,
+                clean=False,
+            )
         h._token = current.set(h)
         return h
 
@@ -300,7 +316,9 @@ class TrackedRun:
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
             raise InvalidArgumentError(f"with_run decorates a callable, not {func!r}")
-        ref = self.source_ref if self.source_ref is not None else _qualname(func)
+        ref = self.source_ref
+        if ref is None:
+            ref = clean_text(_qualname(func), REF_LIMIT)
         classify = self.classify_result
         spec = self
 

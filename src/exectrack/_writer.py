@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from exectrack.errors import StoreUnavailableError
-from exectrack.stores._base import Command, Store
+from exectrack.stores._base import Command, NewRun, Store
 
 __all__ = ["Writer", "WriterStats", "flush_all"]
 
@@ -93,10 +93,15 @@ class Writer:
     # -- producer side --------------------------------------------------------------
 
     def submit(self, cmd: Command) -> bool:
-        """Queue ``cmd``; False when it was dropped (queue full or writer closed)."""
+        """Queue ``cmd``; False when it was dropped (queue full or writer closed).
+
+        Only new runs count against the bound: a start, once accepted, is always
+        followed by its finish, so a run is never left ``running`` by a full queue,
+        and the queue never holds more than the bound plus one finish per open run.
+        """
         pending = self._pending
-        if len(pending) >= self._max and not self._wait_for_room():
-            self._drop(1, "queue full: the store cannot keep up; commands are dropped")
+        if len(pending) >= self._max and type(cmd) is NewRun and not self._wait_for_room():
+            self._drop(1, "queue full: the store cannot keep up; new runs are dropped")
             return False
         if self._closed:
             self._drop(1, "tracker closed: commands after close() are dropped")
@@ -118,8 +123,10 @@ class Writer:
 
     def _drop(self, count: int, why: str) -> None:
         with self._count_lock:
+            before = self._dropped
             self._dropped += count
-        self._report("dropped", RuntimeError(why))
+        if before == 0 or before // 10_000 != self._dropped // 10_000:
+            self._report("dropped", RuntimeError(why))  # first drop, then every 10,000th
 
     def _wake(self) -> None:
         with self._cond:
