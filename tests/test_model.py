@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -111,3 +112,23 @@ def test_run_to_dict_is_json_ready() -> None:
     assert d["status"] == "success" and d["metadata"] == {"k": [1]}
     assert d["finished_at"] is None
     assert run.is_terminal
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_draws_different_id_bits() -> None:
+    """A forked child reseeds the id generator: its random bits differ from the
+    parent's, so parent and child never produce the same id in the same ms."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.write(write_fd, ",".join(new_run_id()[-12:] for _ in range(100)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    parent = [new_run_id()[-12:] for _ in range(100)]
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd) as f:
+        child = f.read().split(",")
+    assert len(child) == 100
+    assert not set(child) & set(parent)
