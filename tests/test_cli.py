@@ -541,7 +541,7 @@ def test_usage_errors_keep_argparse_exit_2(
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
-        ("postgres://user:s3cret-pw@db.example/runs", "unsupported database URL scheme"),
+        ("mysql://user:s3cret-pw@db.example/runs", "unsupported database URL scheme"),
         ("sqlite://somehost/runs.db", "has a host part"),
         ("sqlite:///runs.db?journal=wal", "unknown sqlite URL option"),
         ("", "empty database URL"),

@@ -35,8 +35,10 @@ __all__ = [
 def open_store(url: str | os.PathLike[str]) -> Store:
     """Open the store a URL names, without connecting yet.
 
-    ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, or a
-    plain file path (SQLite). Connections open, and migrations run, on first use.
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, a
+    plain file path (SQLite), or ``postgresql://user:password@host:5432/db`` (also
+    ``postgres://``; needs ``pip install 'exectrack[postgres]'``). Connections open,
+    and migrations run, on first use.
     """
     text = os.fspath(url).strip()
     if not text:
@@ -50,8 +52,13 @@ def open_store(url: str | os.PathLike[str]) -> Store:
         from exectrack.stores.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(text)
+    if scheme in ("postgresql", "postgres"):
+        from exectrack.stores.postgres import PostgresStore
+
+        return PostgresStore.from_url(text)
     raise ConfigError(
-        f"unsupported database URL scheme {scheme!r} in {redact_url(text)!r}; use sqlite:///path.db"
+        f"unsupported database URL scheme {scheme!r} in {redact_url(text)!r}; "
+        "use sqlite:///path.db or postgresql://user@host/db"
     )
 
 

@@ -98,12 +98,19 @@ class FinishResult:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What one ``Store.apply`` transaction did."""
+    """What one ``Store.apply`` transaction did; each command counts exactly once, so
+    the four fields add up to the number of commands.
+
+    ``created``: creates that inserted a run (a run created already terminal counts
+    here, not in ``finished``). ``started``/``finished``: starts and finishes that
+    applied. ``not_applied``: commands that changed nothing (an existing id, a start
+    or finish refused by the guard, an unknown id).
+    """
 
     created: int = 0
     started: int = 0
     finished: int = 0
-    not_applied: int = 0  # finishes/starts refused by the guard, duplicates ignored
+    not_applied: int = 0
 
 
 @dataclass(frozen=True, slots=True)

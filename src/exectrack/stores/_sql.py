@@ -8,10 +8,9 @@ racing finishers, the reaper and normal completion can never disagree.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +27,7 @@ from exectrack.stores._base import (
     NewRun,
     RunFilter,
 )
+from exectrack.stores._batch import ConflictError, Plan, Row, fold, groups
 
 __all__ = ["Migration", "SqlDialect", "SqlStore"]
 
@@ -88,6 +88,7 @@ class SqlDialect:
     ts_out: Callable[[Any], int]  # driver value -> microseconds
     json_out: Callable[[Any], dict[str, Any]]
     bool_out: Callable[[Any], bool]
+    migrations_table: str  # CREATE TABLE IF NOT EXISTS exectrack_migrations (...)
 
 
 def _sql(dialect: SqlDialect, text: str) -> str:
@@ -133,6 +134,12 @@ class SqlStore(abc.ABC):
     def _write(self) -> AbstractContextManager[Cursor]:
         """A cursor inside a write transaction that commits on success."""
 
+    def _write_one(self) -> AbstractContextManager[Cursor]:
+        """A cursor for writes whose statements are each atomic on their own (one
+        INSERT, or a guarded UPDATE and a read). Engines where a transaction costs
+        extra round trips run these without one."""
+        return self._write()
+
     @abc.abstractmethod
     def _read(self) -> AbstractContextManager[Cursor]:
         """A cursor for reads (autocommit or a read transaction)."""
@@ -154,10 +161,7 @@ class SqlStore(abc.ABC):
         applied: list[int] = []
         with self._write() as cur:
             self._lock_schema(cur)
-            cur.execute(
-                "CREATE TABLE IF NOT EXISTS exectrack_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
+            cur.execute(self.dialect.migrations_table)
             current = self._current_version(cur)
             if current > self.latest_version:
                 raise SchemaTooNewError(
@@ -206,28 +210,49 @@ class SqlStore(abc.ABC):
 
     # -- writes -------------------------------------------------------------------
 
-    def _insert_params(self, r: NewRun) -> tuple[Any, ...]:
+    def _insert_params(self, run: NewRun) -> tuple[Any, ...]:
+        return self._row_params(Row.of(run))
+
+    def _row_params(self, row: Row) -> tuple[Any, ...]:
         ts = self.dialect.ts
+        r, f = row.run, row.finish
         started = ts(r.started_at)
-        finished = None if r.finished_at is None else ts(r.finished_at)
+        if f is None:
+            finished_at, duration, code, message, retryable = (
+                r.finished_at,
+                r.duration_ms,
+                r.error_code,
+                r.error_message,
+                r.retryable,
+            )
+            metadata = r.metadata
+        else:
+            finished_at, duration, code, message, retryable = (
+                f.finished_at,
+                row.duration_ms,
+                f.error_code,
+                f.error_message,
+                f.retryable,
+            )
+            metadata = f.metadata if f.metadata is not None else r.metadata
         return (
             r.id,
             r.source,
             r.source_ref,
             r.session_id,
             r.parent_id,
-            r.status.value,
+            row.status.value,
             started,
-            finished,
-            r.duration_ms,
-            r.error_code,
-            r.error_message,
-            r.retryable,
-            r.metadata if r.metadata is not None else "{}",
+            None if finished_at is None else ts(finished_at),
+            duration,
+            code,
+            message,
+            retryable,
+            metadata if metadata is not None else "{}",
             r.owner,
-            started,
+            ts(row.heartbeat_at),
             None if r.deadline_at is None else ts(r.deadline_at),
-            finished if finished is not None else started,
+            ts(row.updated_at),
         )
 
     def _finish_params(self, f: FinishRun) -> tuple[Any, ...]:
@@ -254,13 +279,13 @@ class SqlStore(abc.ABC):
     def create(self, run: NewRun) -> bool:
         _check_new(run)
         self._ensure_ready()
-        with self._write() as cur:
+        with self._write_one() as cur:
             cur.execute(self._insert_sql, self._insert_params(run))
             return bool(cur.rowcount == 1)
 
     def start(self, run_id: str, at: int) -> FinishResult:
         self._ensure_ready()
-        with self._write() as cur:
+        with self._write_one() as cur:
             cur.execute(self._start_sql, self._start_params(MarkRunning(run_id, at)))
             if cur.rowcount == 1:
                 return FinishResult(True, RunStatus.RUNNING)
@@ -269,7 +294,7 @@ class SqlStore(abc.ABC):
     def finish(self, cmd: FinishRun) -> FinishResult:
         _check_finish(cmd)
         self._ensure_ready()
-        with self._write() as cur:
+        with self._write_one() as cur:
             cur.execute(self._finish_sql, self._finish_params(cmd))
             if cur.rowcount == 1:
                 return FinishResult(True, cmd.status)
@@ -281,34 +306,83 @@ class SqlStore(abc.ABC):
         return None if row is None else RunStatus(row[0])
 
     def apply(self, commands: Sequence[Command]) -> ApplyResult:
-        """Run ``commands`` in one transaction.
+        """Run ``commands`` in one transaction, with the result of running them one by one.
 
-        A finish or start whose run is created earlier in the same batch is folded
-        into that run's INSERT, so a short run costs one row write, not two.
+        A start or finish whose run is created earlier in the same batch is folded
+        into that run's INSERT, so a short run costs one row write, not two. When
+        folding cannot give the one-by-one result (a created id already exists, or a
+        start/finish precedes its run's create), the batch runs command by command.
         """
-        inserts, updates, refused = _fold(commands)
+        for cmd in commands:
+            if type(cmd) is NewRun:
+                _check_new(cmd)
+            elif type(cmd) is FinishRun:
+                _check_finish(cmd)
+        if not commands:
+            return ApplyResult()
         self._ensure_ready()
+        plan = fold(commands)
+        if plan is not None:
+            try:
+                return self._apply_folded(plan)
+            except ConflictError:
+                pass  # rolled back: a created id already exists
+        return self._apply_each(commands)
+
+    def _apply_folded(self, plan: Plan) -> ApplyResult:
+        rows, updates = plan.rows, plan.updates
         created = started = finished = 0
-        not_applied = refused
+        if len(rows) + len(updates) == 1:  # one statement: atomic without a transaction
+            with self._write_one() as cur:
+                if rows:
+                    row = rows[0]
+                    cur.execute(self._insert_sql, self._row_params(row))
+                    if cur.rowcount != 1:
+                        raise ConflictError
+                    created, started, finished = 1, row.started, int(row.finish is not None)
+                else:
+                    started, finished = self._execute_update(cur, updates[0])
+            return _result(plan.count, created, started, finished)
         with self._write() as cur:
-            if inserts:
-                cur.executemany(self._insert_sql, [self._insert_params(r) for r in inserts])
-                created = max(cur.rowcount, 0)
-                not_applied += len(inserts) - created
-                finished += sum(1 for r in inserts if r.finished_at is not None)
-            for kind, group in _groups(updates):
+            if rows:
+                cur.executemany(self._insert_sql, [self._row_params(r) for r in rows])
+                if cur.rowcount != len(rows):
+                    raise ConflictError
+                created = len(rows)
+                started = sum(r.started for r in rows)
+                finished = sum(r.finish is not None for r in rows)
+            for kind, group in groups(updates):
                 if kind is FinishRun:
-                    sql, params = self._finish_sql, [self._finish_params(f) for f in group]  # type: ignore[arg-type]
+                    finishes = [self._finish_params(c) for c in group if isinstance(c, FinishRun)]
+                    cur.executemany(self._finish_sql, finishes)
+                    finished += max(cur.rowcount, 0)
                 else:
-                    sql, params = self._start_sql, [self._start_params(m) for m in group]  # type: ignore[arg-type]
-                cur.executemany(sql, params)
-                done = max(cur.rowcount, 0)
-                not_applied += len(group) - done
-                if kind is FinishRun:
-                    finished += done
+                    starts = [self._start_params(c) for c in group if isinstance(c, MarkRunning)]
+                    cur.executemany(self._start_sql, starts)
+                    started += max(cur.rowcount, 0)
+        return _result(plan.count, created, started, finished)
+
+    def _apply_each(self, commands: Sequence[Command]) -> ApplyResult:
+        """The batch command by command, in order, in one transaction."""
+        created = started = finished = 0
+        with self._write() as cur:
+            for cmd in commands:
+                if isinstance(cmd, NewRun):
+                    cur.execute(self._insert_sql, self._insert_params(cmd))
+                    created += max(cur.rowcount, 0)
                 else:
-                    started += done
-        return ApplyResult(created, started, finished, not_applied)
+                    s, f = self._execute_update(cur, cmd)
+                    started += s
+                    finished += f
+        return _result(len(commands), created, started, finished)
+
+    def _execute_update(self, cur: Cursor, cmd: MarkRunning | FinishRun) -> tuple[int, int]:
+        """Run one start or finish; (started, finished) it applied."""
+        if isinstance(cmd, FinishRun):
+            cur.execute(self._finish_sql, self._finish_params(cmd))
+            return 0, max(cur.rowcount, 0)
+        cur.execute(self._start_sql, self._start_params(cmd))
+        return max(cur.rowcount, 0), 0
 
     # -- reads --------------------------------------------------------------------
 
@@ -423,73 +497,15 @@ def _check_new(run: NewRun) -> None:
         )
 
 
+def _result(count: int, created: int, started: int, finished: int) -> ApplyResult:
+    return ApplyResult(created, started, finished, count - created - started - finished)
+
+
 def _check_finish(cmd: FinishRun) -> None:
     if not cmd.status.is_terminal:
         raise InvalidArgumentError(
             f"cannot finish run {cmd.id} with non-terminal status {cmd.status.value!r}"
         )
-
-
-def _may_finish(current: RunStatus, target: RunStatus) -> bool:
-    """The transition rule the guarded UPDATE enforces, for folding in memory."""
-    return current is RunStatus.RUNNING or (
-        current is RunStatus.QUEUED and target is RunStatus.CANCELED
-    )
-
-
-def _fold(commands: Sequence[Command]) -> tuple[list[NewRun], list[Command], int]:
-    """Fold starts and finishes into runs created earlier in the same batch."""
-    fresh: dict[str, NewRun] = {}
-    updates: list[Command] = []
-    refused = 0
-    for cmd in commands:
-        if type(cmd) is NewRun:
-            _check_new(cmd)
-            if cmd.id in fresh:
-                refused += 1
-            else:
-                fresh[cmd.id] = cmd
-            continue
-        row = fresh.get(cmd.id)
-        if row is None:
-            if type(cmd) is FinishRun:
-                _check_finish(cmd)
-            updates.append(cmd)
-        elif type(cmd) is FinishRun:
-            _check_finish(cmd)
-            if row.finished_at is None and _may_finish(row.status, cmd.status):
-                duration = cmd.duration_ms
-                if duration is None:
-                    duration = (cmd.finished_at - row.started_at) / 1000.0
-                fresh[cmd.id] = dataclasses.replace(
-                    row,
-                    status=cmd.status,
-                    finished_at=cmd.finished_at,
-                    duration_ms=duration,
-                    error_code=cmd.error_code,
-                    error_message=cmd.error_message,
-                    retryable=cmd.retryable,
-                    metadata=cmd.metadata if cmd.metadata is not None else row.metadata,
-                )
-            else:
-                refused += 1
-        elif row.status is RunStatus.QUEUED:  # MarkRunning
-            fresh[cmd.id] = dataclasses.replace(row, status=RunStatus.RUNNING)
-        else:
-            refused += 1
-    return list(fresh.values()), updates, refused
-
-
-def _groups(commands: list[Command]) -> Iterator[tuple[type, list[Command]]]:
-    """Consecutive runs of the same command type, in order."""
-    i = 0
-    while i < len(commands):
-        kind = type(commands[i])
-        j = i
-        while j < len(commands) and type(commands[j]) is kind:
-            j += 1
-        yield kind, commands[i:j]
-        i = j
 
 
 def json_loads_object(value: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +71,8 @@ _DIALECT = SqlDialect(
     ts_out=int,
     json_out=json_loads_object,
     bool_out=bool,
+    migrations_table="CREATE TABLE IF NOT EXISTS exectrack_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
 )
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
@@ -170,13 +173,29 @@ class SQLiteStore(SqlStore):
             )
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             if not self.memory:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except (sqlite3.Error, OSError) as exc:
             raise _translate(exc, f"cannot open {self.url}") from exc
         with self._conns_lock:
             self._conns.append(conn)
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL. Switching a new file needs an exclusive lock that SQLite does
+        not wait for (no busy handler), so a thread or process opening the same new
+        file at the same moment gets "database is locked": retry within the timeout."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        delay = 0.001
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _conn(self) -> sqlite3.Connection:
         if self.memory:
