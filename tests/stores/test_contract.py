@@ -363,6 +363,30 @@ def test_start_moves_a_queued_run_to_running_once(target: Target) -> None:
 # -- apply ----------------------------------------------------------------------------------
 
 
+def test_apply_large_batch_of_finishes_first_wins(target: Target) -> None:
+    """A batch larger than one multi-row statement, finishing earlier runs twice each
+    (the repeats interleaved), applies exactly the first finish of every run."""
+    store = target.store
+    n = 160
+    store.apply([new(f"r{i:03}", T0 + i) for i in range(n)])
+    first = [fin(f"r{i:03}", TERMINAL[i % 4], T0 + 1000 + i, error_code="first") for i in range(n)]
+    again = [
+        fin(f"r{i:03}", TERMINAL[(i + 1) % 4], T0 + 2000 + i, error_code="again") for i in range(n)
+    ]
+    batch: list[Command] = []
+    for i in range(n):
+        batch.append(first[i])
+        if i >= 3:
+            batch.append(again[i - 3])  # a repeat lands within the same chunk of 100
+    batch += again[n - 3 :]
+    assert store.apply(batch) == ApplyResult(finished=n, not_applied=n)
+    runs = {r.id: r for r in everything(store)}
+    assert {i: (r.status, r.error_code) for i, r in runs.items()} == {
+        f.id: (f.status, "first") for f in first
+    }
+    assert all(r.duration_ms == pytest.approx(1.0) for r in runs.values())
+
+
 def test_apply_counts_every_command_exactly_once(target: Target) -> None:
     """ApplyResult counts each command once, on the folded and the one-by-one path."""
     store = target.store

@@ -51,6 +51,16 @@ COLUMNS = (
     "updated_at",
 )
 _COLS = ", ".join(COLUMNS)
+_FINISH_COLUMNS = (
+    "id",
+    "status",
+    "finished_at",
+    "duration_ms",
+    "error_code",
+    "error_message",
+    "retryable",
+    "metadata",
+)
 _OPEN = ("queued", "running")
 
 
@@ -84,6 +94,9 @@ class SqlDialect:
     json_param: str  # "?" or "%s::jsonb"
     like: str  # "LIKE" (SQLite: ASCII case-insensitive) or "ILIKE"
     duration_since_start: str  # SQL giving ms between a time param and started_at
+    duration_between: str  # SQL giving ms from {start} to {end} (two time expressions)
+    finish_casts: tuple[str, ...]  # casts for (id, status, finished_at, duration_ms,
+    #                                error_code, error_message, retryable, metadata)
     ts: Callable[[int], Any]  # microseconds -> driver parameter
     ts_out: Callable[[Any], int]  # driver value -> microseconds
     json_out: Callable[[Any], dict[str, Any]]
@@ -125,6 +138,11 @@ class SqlStore(abc.ABC):
             "UPDATE runs SET status = 'running', heartbeat_at = ?, updated_at = ? "
             "WHERE id = ? AND status = 'queued'",
         )
+        self._insert_row = _sql(
+            d, "(" + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS) + ")"
+        )
+        self._insert_many: dict[int, str] = {}
+        self._finish_many: dict[int, str] = {}
         self._status_sql = _sql(d, "SELECT status FROM runs WHERE id = ?")
         self._get_sql = _sql(d, f"SELECT {_COLS} FROM runs WHERE id = ?")
 
@@ -344,23 +362,81 @@ class SqlStore(abc.ABC):
                     started, finished = self._execute_update(cur, updates[0])
             return _result(plan.count, created, started, finished)
         with self._write() as cur:
-            if rows:
-                cur.executemany(self._insert_sql, [self._row_params(r) for r in rows])
-                if cur.rowcount != len(rows):
+            for i in range(0, len(rows), INSERT_CHUNK):
+                chunk = rows[i : i + INSERT_CHUNK]
+                cur.execute(
+                    self._insert_sql_for(len(chunk)),
+                    [p for r in chunk for p in self._row_params(r)],
+                )
+                if cur.rowcount != len(chunk):
                     raise ConflictError
-                created = len(rows)
-                started = sum(r.started for r in rows)
-                finished = sum(r.finish is not None for r in rows)
+            created = len(rows)
+            started = sum(r.started for r in rows)
+            finished = sum(r.finish is not None for r in rows)
             for kind, group in groups(updates):
                 if kind is FinishRun:
-                    finishes = [self._finish_params(c) for c in group if isinstance(c, FinishRun)]
-                    cur.executemany(self._finish_sql, finishes)
-                    finished += max(cur.rowcount, 0)
+                    for finishes in _distinct_chunks(group, FINISH_CHUNK):
+                        cur.execute(
+                            self._finish_sql_for(len(finishes)),
+                            [p for f in finishes for p in self._finish_row_params(f)],
+                        )
+                        finished += max(cur.rowcount, 0)
                 else:
                     starts = [self._start_params(c) for c in group if isinstance(c, MarkRunning)]
                     cur.executemany(self._start_sql, starts)
                     started += max(cur.rowcount, 0)
         return _result(plan.count, created, started, finished)
+
+    def _insert_sql_for(self, n: int) -> str:
+        """One INSERT of ``n`` rows: a statement per row would hand the GIL over (and
+        wait to get it back) once per row."""
+        sql = self._insert_many.get(n)
+        if sql is None:
+            rows = ", ".join([self._insert_row] * n)
+            sql = f"INSERT INTO runs ({_COLS}) VALUES {rows} ON CONFLICT (id) DO NOTHING"
+            self._insert_many[n] = sql
+        return sql
+
+    def _finish_sql_for(self, n: int) -> str:
+        """The guarded finish of ``n`` distinct runs in one UPDATE ... FROM.
+
+        The rows are a UNION ALL of SELECTs: SQLite names no VALUES columns, and its
+        sqlite3 module reports no rowcount for a statement that starts with WITH.
+        """
+        sql = self._finish_many.get(n)
+        if sql is None:
+            d = self.dialect
+            names = _FINISH_COLUMNS
+            first = ", ".join(
+                f"{d.param}{cast} AS {name}"
+                for name, cast in zip(names, d.finish_casts, strict=True)
+            )
+            rest = ", ".join(f"{d.param}{cast}" for cast in d.finish_casts)
+            rows = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {rest}"] * (n - 1))
+            duration = d.duration_between.format(end="v.finished_at", start="runs.started_at")
+            sql = (
+                "UPDATE runs SET status = v.status, finished_at = v.finished_at, "
+                f"duration_ms = COALESCE(v.duration_ms, {duration}), "
+                "error_code = v.error_code, error_message = v.error_message, "
+                "retryable = v.retryable, metadata = COALESCE(v.metadata, runs.metadata), "
+                f"updated_at = v.finished_at FROM ({rows}) AS v WHERE runs.id = v.id "
+                "AND runs.finished_at IS NULL "
+                "AND (runs.status = 'running' OR v.status = 'canceled')"
+            )
+            self._finish_many[n] = sql
+        return sql
+
+    def _finish_row_params(self, f: FinishRun) -> tuple[Any, ...]:
+        return (
+            f.id,
+            f.status.value,
+            self.dialect.ts(f.finished_at),
+            f.duration_ms,
+            f.error_code,
+            f.error_message,
+            f.retryable,
+            f.metadata,
+        )
 
     def _apply_each(self, commands: Sequence[Command]) -> ApplyResult:
         """The batch command by command, in order, in one transaction."""
@@ -484,6 +560,28 @@ class SqlStore(abc.ABC):
 
 
 # -- helpers -------------------------------------------------------------------------
+
+# Rows per multi-row statement: 50 x 17 and 100 x 8 parameters stay under SQLite's
+# oldest limit of 999 bound parameters, 100 SELECTs under its 500 in one UNION.
+INSERT_CHUNK = 50
+FINISH_CHUNK = 100
+
+
+def _distinct_chunks(items: Sequence[Any], size: int) -> list[list[FinishRun]]:
+    """Consecutive chunks of at most ``size`` items with distinct ids: an UPDATE ...
+    FROM that matched one run twice would apply an arbitrary one of the two."""
+    chunks: list[list[FinishRun]] = []
+    chunk: list[FinishRun] = []
+    ids: set[str] = set()
+    for item in items:
+        if len(chunk) == size or item.id in ids:
+            chunks.append(chunk)
+            chunk, ids = [], set()
+        chunk.append(item)
+        ids.add(item.id)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _escape_like(text: str) -> str:

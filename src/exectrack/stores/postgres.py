@@ -114,6 +114,18 @@ _DIALECT = SqlDialect(
     like="ILIKE",
     # EXTRACT gives exact numeric seconds; the column rounds once, like SQLite's division.
     duration_since_start="EXTRACT(EPOCH FROM (?::timestamptz - started_at)) * 1000",
+    duration_between="EXTRACT(EPOCH FROM ({end} - {start})) * 1000",
+    # A SELECT list gives a NULL parameter the type text: every column is cast.
+    finish_casts=(
+        "::text",
+        "::text",
+        "::timestamptz",
+        "::double precision",
+        "::text",
+        "::text",
+        "::boolean",
+        "::jsonb",
+    ),
     ts=us_to_datetime,
     ts_out=datetime_to_us,
     json_out=json_loads_object,

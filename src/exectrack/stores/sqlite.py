@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -67,6 +68,8 @@ _DIALECT = SqlDialect(
     json_param="?",
     like="LIKE",
     duration_since_start="(? - started_at) / 1000.0",
+    duration_between="({end} - {start}) / 1000.0",
+    finish_casts=("",) * 8,
     ts=int,
     ts_out=int,
     json_out=json_loads_object,
@@ -226,6 +229,12 @@ class SQLiteStore(SqlStore):
                     raise _translate(exc, "write failed") from exc
                 raise
 
+    def _write_one(self) -> _Autocommit:
+        """Autocommit: a lone INSERT or UPDATE takes the write lock when it starts
+        (with the busy timeout), exactly as ``BEGIN IMMEDIATE`` would, and commits
+        when it ends, without two more statements around it."""
+        return _Autocommit(self)
+
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
         lock = self._wlock if self.memory else None
@@ -260,6 +269,34 @@ class SQLiteStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
+
+
+class _Autocommit:
+    """The context of ``_write_one``: a plain class, cheaper per use than a
+    generator-based context manager on the synchronous write path."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> Cursor:
+        self.store._wlock.acquire()
+        try:
+            return self.store._conn().cursor()
+        except BaseException:
+            self.store._wlock.release()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.store._wlock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise _translate(exc, "write failed") from exc
 
 
 def _translate(exc: BaseException, what: str) -> StoreError:
