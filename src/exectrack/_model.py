@@ -113,6 +113,7 @@ class Run:
     heartbeat_at: datetime | None = None
     deadline_at: datetime | None = None
     updated_at: datetime | None = None
+    lease_until: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -19,14 +19,29 @@ from exectrack.stores._base import (
     FinishResult,
     FinishRun,
     NewRun,
+    Reaped,
     RunFilter,
+    SourceSummary,
     Store,
 )
 
 __all__ = ["FailingStore", "FakeClock"]
 
 _ALL = frozenset(
-    {"migrate", "create", "start", "finish", "apply", "get", "list_runs", "count_runs"}
+    {
+        "migrate",
+        "create",
+        "start",
+        "finish",
+        "apply",
+        "get",
+        "list_runs",
+        "count_runs",
+        "summarize",
+        "heartbeat",
+        "open_owners",
+        "reap",
+    }
 )
 
 
@@ -90,6 +105,24 @@ class FailingStore:
     def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
         self._check("count_runs")
         return self.inner.count_runs(flt)
+
+    def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
+        self._check("summarize")
+        return self.inner.summarize(since, now)
+
+    def heartbeat(self, owner: str, at: int, lease_until: int) -> int:
+        self._check("heartbeat")
+        return self.inner.heartbeat(owner, at, lease_until)
+
+    def open_owners(self) -> list[str]:
+        self._check("open_owners")
+        return self.inner.open_owners()
+
+    def reap(
+        self, now: int, *, dead_owners: Sequence[str] = (), dry_run: bool = False
+    ) -> list[Reaped]:
+        self._check("reap")
+        return self.inner.reap(now, dead_owners=dead_owners, dry_run=dry_run)
 
     def close(self) -> None:
         self.inner.close()

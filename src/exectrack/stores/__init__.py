@@ -13,7 +13,9 @@ from exectrack.stores._base import (
     MarkRunning,
     NewRun,
     Page,
+    Reaped,
     RunFilter,
+    SourceSummary,
     Store,
 )
 
@@ -25,7 +27,9 @@ __all__ = [
     "MarkRunning",
     "NewRun",
     "Page",
+    "Reaped",
     "RunFilter",
+    "SourceSummary",
     "Store",
     "open_store",
     "redact_url",

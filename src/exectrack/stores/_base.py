@@ -25,7 +25,9 @@ __all__ = [
     "MarkRunning",
     "NewRun",
     "Page",
+    "Reaped",
     "RunFilter",
+    "SourceSummary",
     "Store",
 ]
 
@@ -53,6 +55,7 @@ class NewRun:
     error_code: str | None = None
     error_message: str | None = None
     retryable: bool | None = None
+    lease_until: int | None = None  # the reaper may finish it after this, unless renewed
 
 
 @dataclass(slots=True)
@@ -111,6 +114,39 @@ class ApplyResult:
     started: int = 0
     finished: int = 0
     not_applied: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """A run the reaper finished (or, in a dry run, would finish), and why.
+
+    ``reason``: ``dead_owner`` (its process on this host is gone), ``deadline`` (past
+    ``deadline_at``) or ``lease_expired`` (no heartbeat within its lease).
+    """
+
+    run_id: str
+    source: str
+    source_ref: str | None
+    owner: str | None
+    status: RunStatus
+    error_code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSummary:
+    """One source's figures for a report. Runs "in the window" started at or after its
+    start; ``open``, ``open_past_lease`` and ``oldest_open_at`` count every open run."""
+
+    source: str
+    by_status: dict[RunStatus, int]  # runs in the window, by status
+    error_codes: dict[str, int]  # runs in the window, by error code
+    open: int
+    open_past_lease: int
+    open_past_lease_in_window: int
+    oldest_open_at: int | None  # started_at (microseconds) of the oldest open run
+    p50_ms: float | None  # durations of the runs in the window that finished
+    p95_ms: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +223,27 @@ class Store(Protocol):
 
     def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
         """Run counts per (source, status) among the runs matching ``flt``."""
+        ...
+
+    def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
+        """Per-source figures for the hang-rate report (runs started since ``since``;
+        leases judged at ``now``), sorted by source."""
+        ...
+
+    def heartbeat(self, owner: str, at: int, lease_until: int) -> int:
+        """Set ``heartbeat_at``/``lease_until`` on every open run of ``owner`` (one
+        statement); returns how many runs it renewed."""
+        ...
+
+    def open_owners(self) -> list[str]:
+        """The distinct owners of open runs."""
+        ...
+
+    def reap(
+        self, now: int, *, dead_owners: Sequence[str] = (), dry_run: bool = False
+    ) -> list[Reaped]:
+        """Finish open runs of ``dead_owners`` (abandoned), past their deadline
+        (timeout) or past their lease (abandoned), with the guarded UPDATE."""
         ...
 
     def close(self) -> None: ...

@@ -8,16 +8,14 @@ racing finishers, the reaper and normal completion can never disagree.
 from __future__ import annotations
 
 import abc
-import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
-from exectrack.errors import InvalidArgumentError, SchemaError, SchemaTooNewError
+from exectrack._model import RunStatus
+from exectrack.errors import InvalidArgumentError, SchemaTooNewError
 from exectrack.stores._base import (
     ApplyResult,
     Command,
@@ -25,90 +23,25 @@ from exectrack.stores._base import (
     FinishRun,
     MarkRunning,
     NewRun,
-    RunFilter,
 )
 from exectrack.stores._batch import ConflictError, Plan, Row, fold, groups
-
-__all__ = ["Migration", "SqlDialect", "SqlStore"]
-
-COLUMNS = (
-    "id",
-    "source",
-    "source_ref",
-    "session_id",
-    "parent_id",
-    "status",
-    "started_at",
-    "finished_at",
-    "duration_ms",
-    "error_code",
-    "error_message",
-    "retryable",
-    "metadata",
-    "owner",
-    "heartbeat_at",
-    "deadline_at",
-    "updated_at",
+from exectrack.stores._dialect import (
+    COLS,
+    COLUMNS,
+    FINISH_COLUMNS,
+    Cursor,
+    Migration,
+    SqlDialect,
+    json_loads_object,
+    sql,
 )
-_COLS = ", ".join(COLUMNS)
-_FINISH_COLUMNS = (
-    "id",
-    "status",
-    "finished_at",
-    "duration_ms",
-    "error_code",
-    "error_message",
-    "retryable",
-    "metadata",
-)
-_OPEN = ("queued", "running")
+from exectrack.stores._liveness import LivenessOps
+from exectrack.stores._sqlread import ReadOps
+
+__all__ = ["Cursor", "Migration", "SqlDialect", "SqlStore", "json_loads_object"]
 
 
-class Cursor(Protocol):
-    """The DB-API subset both drivers offer."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
-
-    def executemany(self, sql: Any, params: Any, /) -> Any: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    statements: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SqlDialect:
-    """What differs between engines, as data and small functions."""
-
-    param: str  # "?" or "%s"
-    json_param: str  # "?" or "%s::jsonb"
-    like: str  # "LIKE" (SQLite: ASCII case-insensitive) or "ILIKE"
-    duration_since_start: str  # SQL giving ms between a time param and started_at
-    duration_between: str  # SQL giving ms from {start} to {end} (two time expressions)
-    finish_casts: tuple[str, ...]  # casts for (id, status, finished_at, duration_ms,
-    #                                error_code, error_message, retryable, metadata)
-    ts: Callable[[int], Any]  # microseconds -> driver parameter
-    ts_out: Callable[[Any], int]  # driver value -> microseconds
-    json_out: Callable[[Any], dict[str, Any]]
-    bool_out: Callable[[Any], bool]
-    migrations_table: str  # CREATE TABLE IF NOT EXISTS exectrack_migrations (...)
-
-
-def _sql(dialect: SqlDialect, text: str) -> str:
-    return text.replace("{json}", dialect.json_param).replace("?", dialect.param)
-
-
-class SqlStore(abc.ABC):
+class SqlStore(ReadOps, LivenessOps, abc.ABC):
     """Store operations written once; subclasses supply connections and a dialect."""
 
     dialect: SqlDialect
@@ -119,13 +52,13 @@ class SqlStore(abc.ABC):
         d = self.dialect
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._insert_sql = _sql(
+        self._insert_sql = sql(
             d,
-            f"INSERT INTO runs ({_COLS}) VALUES ("
+            f"INSERT INTO runs ({COLS}) VALUES ("
             + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS)
             + ") ON CONFLICT (id) DO NOTHING",
         )
-        self._finish_sql = _sql(
+        self._finish_sql = sql(
             d,
             "UPDATE runs SET status = ?, finished_at = ?, "
             f"duration_ms = COALESCE(?, {d.duration_since_start}), "
@@ -133,18 +66,18 @@ class SqlStore(abc.ABC):
             "metadata = COALESCE({json}, metadata), updated_at = ? "
             "WHERE id = ? AND finished_at IS NULL AND (status = 'running' OR ? = 'canceled')",
         )
-        self._start_sql = _sql(
+        self._start_sql = sql(
             d,
             "UPDATE runs SET status = 'running', heartbeat_at = ?, updated_at = ? "
             "WHERE id = ? AND status = 'queued'",
         )
-        self._insert_row = _sql(
+        self._insert_row = sql(
             d, "(" + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS) + ")"
         )
         self._insert_many: dict[int, str] = {}
         self._finish_many: dict[int, str] = {}
-        self._status_sql = _sql(d, "SELECT status FROM runs WHERE id = ?")
-        self._get_sql = _sql(d, f"SELECT {_COLS} FROM runs WHERE id = ?")
+        self._status_sql = sql(d, "SELECT status FROM runs WHERE id = ?")
+        self._get_sql = sql(d, f"SELECT {COLS} FROM runs WHERE id = ?")
 
     # -- engine hooks -------------------------------------------------------------
 
@@ -192,7 +125,7 @@ class SqlStore(abc.ABC):
                 for statement in m.statements:
                     cur.execute(statement)
                 cur.execute(
-                    _sql(
+                    sql(
                         self.dialect,
                         "INSERT INTO exectrack_migrations (version, name, applied_at) "
                         "VALUES (?, ?, ?)",
@@ -271,6 +204,7 @@ class SqlStore(abc.ABC):
             ts(row.heartbeat_at),
             None if r.deadline_at is None else ts(r.deadline_at),
             ts(row.updated_at),
+            None if r.lease_until is None else ts(r.lease_until),
         )
 
     def _finish_params(self, f: FinishRun) -> tuple[Any, ...]:
@@ -390,12 +324,12 @@ class SqlStore(abc.ABC):
     def _insert_sql_for(self, n: int) -> str:
         """One INSERT of ``n`` rows: a statement per row would hand the GIL over (and
         wait to get it back) once per row."""
-        sql = self._insert_many.get(n)
-        if sql is None:
+        text = self._insert_many.get(n)
+        if text is None:
             rows = ", ".join([self._insert_row] * n)
-            sql = f"INSERT INTO runs ({_COLS}) VALUES {rows} ON CONFLICT (id) DO NOTHING"
-            self._insert_many[n] = sql
-        return sql
+            text = f"INSERT INTO runs ({COLS}) VALUES {rows} ON CONFLICT (id) DO NOTHING"
+            self._insert_many[n] = text
+        return text
 
     def _finish_sql_for(self, n: int) -> str:
         """The guarded finish of ``n`` distinct runs in one UPDATE ... FROM.
@@ -403,10 +337,10 @@ class SqlStore(abc.ABC):
         The rows are a UNION ALL of SELECTs: SQLite names no VALUES columns, and its
         sqlite3 module reports no rowcount for a statement that starts with WITH.
         """
-        sql = self._finish_many.get(n)
-        if sql is None:
+        text = self._finish_many.get(n)
+        if text is None:
             d = self.dialect
-            names = _FINISH_COLUMNS
+            names = FINISH_COLUMNS
             first = ", ".join(
                 f"{d.param}{cast} AS {name}"
                 for name, cast in zip(names, d.finish_casts, strict=True)
@@ -414,7 +348,7 @@ class SqlStore(abc.ABC):
             rest = ", ".join(f"{d.param}{cast}" for cast in d.finish_casts)
             rows = " UNION ALL ".join([f"SELECT {first}"] + [f"SELECT {rest}"] * (n - 1))
             duration = d.duration_between.format(end="v.finished_at", start="runs.started_at")
-            sql = (
+            text = (
                 "UPDATE runs SET status = v.status, finished_at = v.finished_at, "
                 f"duration_ms = COALESCE(v.duration_ms, {duration}), "
                 "error_code = v.error_code, error_message = v.error_message, "
@@ -423,8 +357,8 @@ class SqlStore(abc.ABC):
                 "AND runs.finished_at IS NULL "
                 "AND (runs.status = 'running' OR v.status = 'canceled')"
             )
-            self._finish_many[n] = sql
-        return sql
+            self._finish_many[n] = text
+        return text
 
     def _finish_row_params(self, f: FinishRun) -> tuple[Any, ...]:
         return (
@@ -460,108 +394,10 @@ class SqlStore(abc.ABC):
         cur.execute(self._start_sql, self._start_params(cmd))
         return max(cur.rowcount, 0), 0
 
-    # -- reads --------------------------------------------------------------------
-
-    def get(self, run_id: str) -> Run | None:
-        self._ensure_ready()
-        with self._read() as cur:
-            cur.execute(self._get_sql, (run_id,))
-            row = cur.fetchone()
-        return None if row is None else self._to_run(row)
-
-    def list_runs(
-        self, flt: RunFilter, *, limit: int, cursor: tuple[int, str] | None = None
-    ) -> list[Run]:
-        if limit < 1:
-            return []
-        self._ensure_ready()
-        where, params = self._where(flt)
-        if cursor is not None:
-            where.append("(started_at < ? OR (started_at = ? AND id < ?))")
-            at = self.dialect.ts(cursor[0])
-            params += [at, at, cursor[1]]
-        sql = f"SELECT {_COLS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        params.append(limit)
-        with self._read() as cur:
-            cur.execute(_sql(self.dialect, sql), params)
-            rows = cur.fetchall()
-        return [self._to_run(r) for r in rows]
-
-    def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
-        self._ensure_ready()
-        where, params = self._where(flt)
-        sql = "SELECT source, status, COUNT(*) FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " GROUP BY source, status"
-        with self._read() as cur:
-            cur.execute(_sql(self.dialect, sql), params)
-            rows = cur.fetchall()
-        return {(str(src), RunStatus(st)): int(n) for src, st, n in rows}
-
-    def _where(self, flt: RunFilter) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if flt.sources:
-            where.append("source IN (" + ", ".join("?" * len(flt.sources)) + ")")
-            params += flt.sources
-        if flt.statuses:
-            where.append("status IN (" + ", ".join("?" * len(flt.statuses)) + ")")
-            params += [RunStatus.parse(s).value for s in flt.statuses]
-        for column in ("session_id", "source_ref", "parent_id"):
-            value = getattr(flt, column)
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if flt.started_after is not None:
-            where.append("started_at >= ?")
-            params.append(self.dialect.ts(datetime_to_us(flt.started_after)))
-        if flt.started_before is not None:
-            where.append("started_at < ?")
-            params.append(self.dialect.ts(datetime_to_us(flt.started_before)))
-        if flt.text:
-            pattern = "%" + _escape_like(flt.text) + "%"
-            like = self.dialect.like
-            where.append(f"(source_ref {like} ? ESCAPE '\\' OR error_message {like} ? ESCAPE '\\')")
-            params += [pattern, pattern]
-        return where, params
-
-    def _to_run(self, row: Sequence[Any]) -> Run:
-        d = self.dialect
-
-        def ts(value: Any) -> datetime | None:
-            return None if value is None else us_to_datetime(d.ts_out(value))
-
-        started = ts(row[6])
-        if started is None:  # pragma: no cover - NOT NULL in every schema
-            raise SchemaError("run without started_at")
-        return Run(
-            id=str(row[0]),
-            source=row[1],
-            source_ref=row[2],
-            session_id=row[3],
-            parent_id=row[4],
-            status=RunStatus(row[5]),
-            started_at=started,
-            finished_at=ts(row[7]),
-            duration_ms=None if row[8] is None else float(row[8]),
-            error_code=row[9],
-            error_message=row[10],
-            retryable=None if row[11] is None else d.bool_out(row[11]),
-            metadata=d.json_out(row[12]),
-            owner=row[13],
-            heartbeat_at=ts(row[14]),
-            deadline_at=ts(row[15]),
-            updated_at=ts(row[16]),
-        )
-
 
 # -- helpers -------------------------------------------------------------------------
 
-# Rows per multi-row statement: 50 x 17 and 100 x 8 parameters stay under SQLite's
+# Rows per multi-row statement: 50 x 18 and 100 x 8 parameters stay under SQLite's
 # oldest limit of 999 bound parameters, 100 SELECTs under its 500 in one UNION.
 INSERT_CHUNK = 50
 FINISH_CHUNK = 100
@@ -584,10 +420,6 @@ def _distinct_chunks(items: Sequence[Any], size: int) -> list[list[FinishRun]]:
     return chunks
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _check_new(run: NewRun) -> None:
     if (run.finished_at is None) != (run.status in (RunStatus.QUEUED, RunStatus.RUNNING)):
         raise InvalidArgumentError(
@@ -604,12 +436,3 @@ def _check_finish(cmd: FinishRun) -> None:
         raise InvalidArgumentError(
             f"cannot finish run {cmd.id} with non-terminal status {cmd.status.value!r}"
         )
-
-
-def json_loads_object(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    loaded = json.loads(value)
-    return loaded if isinstance(loaded, dict) else {}

@@ -94,6 +94,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 owner TEXT,
                 heartbeat_at TIMESTAMPTZ,
                 deadline_at TIMESTAMPTZ,
+                lease_until TIMESTAMPTZ,
                 updated_at TIMESTAMPTZ NOT NULL,
                 CHECK ((finished_at IS NULL) = (status IN ('queued', 'running')))
             )""",

@@ -49,6 +49,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 owner TEXT,
                 heartbeat_at INTEGER,
                 deadline_at INTEGER,
+                lease_until INTEGER,
                 updated_at INTEGER NOT NULL,
                 CHECK ((finished_at IS NULL) = (status IN ('queued', 'running')))
             )""",

@@ -1,0 +1,217 @@
+"""Reads: one run, filtered keyset pages, counts. Mixed into ``SqlStore``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
+from exectrack.errors import SchemaError
+from exectrack.stores._base import RunFilter, SourceSummary
+from exectrack.stores._dialect import COLS, Cursor, SqlDialect, sql
+
+__all__ = ["ReadOps"]
+
+
+class ReadOps:
+    """Store reads, written once for every engine."""
+
+    dialect: SqlDialect
+    _get_sql: str
+
+    def _read(self) -> AbstractContextManager[Cursor]:
+        raise NotImplementedError
+
+    def _ensure_ready(self) -> None:
+        raise NotImplementedError
+
+    def get(self, run_id: str) -> Run | None:
+        self._ensure_ready()
+        with self._read() as cur:
+            cur.execute(self._get_sql, (run_id,))
+            row = cur.fetchone()
+        return None if row is None else self._to_run(row)
+
+    def list_runs(
+        self, flt: RunFilter, *, limit: int, cursor: tuple[int, str] | None = None
+    ) -> list[Run]:
+        if limit < 1:
+            return []
+        self._ensure_ready()
+        where, params = self._where(flt)
+        if cursor is not None:
+            where.append("(started_at < ? OR (started_at = ? AND id < ?))")
+            at = self.dialect.ts(cursor[0])
+            params += [at, at, cursor[1]]
+        query = f"SELECT {COLS} FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY started_at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._read() as cur:
+            cur.execute(sql(self.dialect, query), params)
+            rows = cur.fetchall()
+        return [self._to_run(r) for r in rows]
+
+    def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
+        self._ensure_ready()
+        where, params = self._where(flt)
+        query = "SELECT source, status, COUNT(*) FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " GROUP BY source, status"
+        with self._read() as cur:
+            cur.execute(sql(self.dialect, query), params)
+            rows = cur.fetchall()
+        return {(str(src), RunStatus(st)): int(n) for src, st, n in rows}
+
+    def _where(self, flt: RunFilter) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if flt.sources:
+            where.append("source IN (" + ", ".join("?" * len(flt.sources)) + ")")
+            params += flt.sources
+        if flt.statuses:
+            where.append("status IN (" + ", ".join("?" * len(flt.statuses)) + ")")
+            params += [RunStatus.parse(s).value for s in flt.statuses]
+        for column in ("session_id", "source_ref", "parent_id"):
+            value = getattr(flt, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if flt.started_after is not None:
+            where.append("started_at >= ?")
+            params.append(self.dialect.ts(datetime_to_us(flt.started_after)))
+        if flt.started_before is not None:
+            where.append("started_at < ?")
+            params.append(self.dialect.ts(datetime_to_us(flt.started_before)))
+        if flt.text:
+            pattern = "%" + _escape_like(flt.text) + "%"
+            like = self.dialect.like
+            where.append(f"(source_ref {like} ? ESCAPE '\\' OR error_message {like} ? ESCAPE '\\')")
+            params += [pattern, pattern]
+        return where, params
+
+    def _to_run(self, row: Sequence[Any]) -> Run:
+        d = self.dialect
+
+        def ts(value: Any) -> datetime | None:
+            return None if value is None else us_to_datetime(d.ts_out(value))
+
+        started = ts(row[6])
+        if started is None:  # pragma: no cover - NOT NULL in every schema
+            raise SchemaError("run without started_at")
+        return Run(
+            id=str(row[0]),
+            source=row[1],
+            source_ref=row[2],
+            session_id=row[3],
+            parent_id=row[4],
+            status=RunStatus(row[5]),
+            started_at=started,
+            finished_at=ts(row[7]),
+            duration_ms=None if row[8] is None else float(row[8]),
+            error_code=row[9],
+            error_message=row[10],
+            retryable=None if row[11] is None else d.bool_out(row[11]),
+            metadata=d.json_out(row[12]),
+            owner=row[13],
+            heartbeat_at=ts(row[14]),
+            deadline_at=ts(row[15]),
+            updated_at=ts(row[16]),
+            lease_until=ts(row[17]),
+        )
+
+    def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
+        """Per-source figures for the hang-rate report, in a handful of queries."""
+        self._ensure_ready()
+        ts = self.dialect.ts
+        window = "" if since is None else " AND started_at >= ?"
+        wparams: list[Any] = [] if since is None else [ts(since)]
+        d = self.dialect
+        by_status: dict[str, dict[RunStatus, int]] = {}
+        codes: dict[str, dict[str, int]] = {}
+        opens: dict[str, tuple[int, int, int, int | None]] = {}
+        finished: dict[str, int] = {}
+        with self._read() as cur:
+            cur.execute(
+                sql(
+                    d,
+                    f"SELECT source, status, COUNT(*) FROM runs WHERE 1 = 1{window}"
+                    " GROUP BY source, status",
+                ),
+                wparams,
+            )
+            for src, status, n in cur.fetchall():
+                by_status.setdefault(src, {})[RunStatus(status)] = int(n)
+            cur.execute(
+                sql(
+                    d,
+                    "SELECT source, error_code, COUNT(*) FROM runs "
+                    f"WHERE error_code IS NOT NULL{window} GROUP BY source, error_code",
+                ),
+                wparams,
+            )
+            for src, code, n in cur.fetchall():
+                codes.setdefault(src, {})[str(code)] = int(n)
+            in_window = "1" if since is None else "CASE WHEN started_at >= ? THEN 1 ELSE 0 END"
+            cur.execute(
+                sql(
+                    d,
+                    "SELECT source, COUNT(*), "
+                    "SUM(CASE WHEN lease_until < ? THEN 1 ELSE 0 END), "
+                    f"SUM(CASE WHEN lease_until < ? THEN {in_window} ELSE 0 END), "
+                    "MIN(started_at) FROM runs WHERE finished_at IS NULL GROUP BY source",
+                ),
+                [ts(now), ts(now), *wparams],
+            )
+            for src, n, past, past_in, oldest in cur.fetchall():
+                first = None if oldest is None else d.ts_out(oldest)
+                opens[src] = (int(n), int(past or 0), int(past_in or 0), first)
+            cur.execute(
+                sql(
+                    d,
+                    "SELECT source, COUNT(duration_ms) FROM runs "
+                    f"WHERE finished_at IS NOT NULL{window} GROUP BY source",
+                ),
+                wparams,
+            )
+            finished = {src: int(n) for src, n in cur.fetchall()}
+            percentile = sql(
+                d,
+                "SELECT duration_ms FROM runs WHERE source = ? AND finished_at IS NOT NULL "
+                f"AND duration_ms IS NOT NULL{window} ORDER BY duration_ms LIMIT 1 OFFSET ?",
+            )
+
+            def rank(src: str, q: float) -> float | None:
+                n = finished.get(src, 0)
+                if n == 0:
+                    return None
+                cur.execute(percentile, [src, *wparams, max(math.ceil(q * n) - 1, 0)])
+                row = cur.fetchone()
+                return None if row is None else float(row[0])
+
+            summaries = []
+            for src in sorted(set(by_status) | set(opens)):
+                n_open, past, past_in, oldest = opens.get(src, (0, 0, 0, None))
+                summaries.append(
+                    SourceSummary(
+                        source=src,
+                        by_status=by_status.get(src, {}),
+                        error_codes=codes.get(src, {}),
+                        open=n_open,
+                        open_past_lease=past,
+                        open_past_lease_in_window=past_in,
+                        oldest_open_at=oldest,
+                        p50_ms=rank(src, 0.50),
+                        p95_ms=rank(src, 0.95),
+                    )
+                )
+        return summaries
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
