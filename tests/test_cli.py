@@ -690,3 +690,47 @@ def test_entry_point_in_a_subprocess(command: list[str], seeded: Seeded, tmp_pat
     assert usage.returncode == 2
     assert "Traceback" not in usage.stderr
     assert "invalid int value: 'lots'" in usage.stderr
+
+
+# -- reap and report --------------------------------------------------------------------
+
+
+def test_reap_dry_run_then_reap_then_nothing(
+    capsys: pytest.CaptureFixture[str], db_url: str
+) -> None:
+    """`reap --dry-run` shows what `reap` then finishes; a second reap finds nothing."""
+    t = ExecutionTracker(db_url, strict=True, durability="sync", owner="elsewhere:7:x")
+    overdue = t.start("heartbeat", "nightly", deadline=0.001)
+    fresh = t.start("heartbeat", "hourly", deadline=3600)
+    t.close()
+    time.sleep(0.01)
+    code, out, _ = cli(capsys, "--database", db_url, "reap", "--dry-run")
+    assert code == 0 and "would finish 1 run(s)" in out and overdue.id in out
+    assert fresh.id not in out
+    code, out, _ = cli(capsys, "--database", db_url, "reap")
+    assert code == 0 and "finished 1 run(s)" in out
+    assert re.search(rf"{overdue.id}\s+heartbeat\s+nightly\s+timeout\s+deadline_exceeded", out)
+    code, out, _ = cli(capsys, "--database", db_url, "reap", "--json")
+    assert code == 0 and json.loads(out) == {"dry_run": False, "reaped": []}
+    code, out, _ = cli(capsys, "--database", db_url, "reap")
+    assert "nothing to reap" in out
+
+
+def test_report_table_and_json(capsys: pytest.CaptureFixture[str], db_url: str) -> None:
+    """`report` prints one row per source with its hang rate; --json has the figures."""
+    t = ExecutionTracker(db_url, strict=True, durability="sync")
+    for i in range(4):
+        h = t.start("skill", f"s{i}")
+        if i:
+            h.finish_error(code="rate_limited", message="slow down")
+    t.close()
+    code, out, _ = cli(capsys, "--database", db_url, "report", "--since", "1h")
+    assert code == 0
+    assert "HANG_RATE" in out and "rate_limited=3" in out
+    assert re.search(r"^skill\s+4\s+0\s+3\s+0\s+0\s+1\s+0\s+0\s+0\.00%", out, re.MULTILINE)
+    code, out, _ = cli(capsys, "--database", db_url, "report", "--json")
+    data = json.loads(out)
+    [skill] = data["sources"]
+    assert (skill["started"], skill["open"], skill["hang_rate"]) == (4, 1, 0.0)
+    assert skill["top_errors"] == [{"code": "rate_limited", "count": 3}]
+    assert data["since"] is None and data["now"].endswith("Z")

@@ -95,6 +95,8 @@ class TrackerMachine(RuleBasedStateMachine):
         if self.is_durable[h.id]:
             assert result.applied == store_applies
             assert result.status is (status if store_applies else before)
+            if not store_applies and before.is_terminal:
+                self.local[h.id] = before  # the handle learns who finished first
         else:
             assert (result.applied, result.status) == (True, status)
         if store_applies:

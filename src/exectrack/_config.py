@@ -6,6 +6,9 @@ Explicit arguments beat environment variables, which beat defaults. Variables:
 - ``EXECTRACK_DATABASE_URL``: the store, e.g. ``sqlite:///runs.db``.
 - ``EXECTRACK_STRICT``: on (``1``, ``true``, ...) makes tracking failures raise.
 - ``EXECTRACK_DURABILITY``: ``async`` (default, group commit) or ``sync``.
+- ``EXECTRACK_REAPER``: on makes every tracker reap abandoned and overdue runs.
+- ``EXECTRACK_HANDLE_SIGTERM``: off leaves SIGTERM alone (default: on SIGTERM, open
+  runs end ``canceled``/``shutdown`` before the process dies of the signal).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class Settings:
     strict: bool = False
     database_url: str | None = None
     durability: Durability = "async"
+    reaper: bool = False
+    handle_sigterm: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -81,7 +86,16 @@ class Settings:
             raise ConfigError(f"EXECTRACK_DURABILITY={durability_raw!r}: use 'async' or 'sync'")
         durability: Durability = "sync" if durability_raw == "sync" else "async"
         url = (env.get("EXECTRACK_DATABASE_URL") or "").strip() or None
-        return cls(enabled=enabled, strict=strict, database_url=url, durability=durability)
+        return cls(
+            enabled=enabled,
+            strict=strict,
+            database_url=url,
+            durability=durability,
+            reaper=parse_bool("EXECTRACK_REAPER", env.get("EXECTRACK_REAPER"), False),
+            handle_sigterm=parse_bool(
+                "EXECTRACK_HANDLE_SIGTERM", env.get("EXECTRACK_HANDLE_SIGTERM"), True
+            ),
+        )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

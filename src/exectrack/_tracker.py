@@ -7,11 +7,13 @@ once; later finishes return ``FinishResult(applied=False, status=<first status>)
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-import secrets
-import socket
+import signal
 import threading
+import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +31,7 @@ from exectrack._model import (
     us_to_datetime,
     validate_source,
 )
+from exectrack._owner import process_owner
 from exectrack._redact import (
     DEFAULT_METADATA_LIMIT,
     clean_text,
@@ -37,16 +40,17 @@ from exectrack._redact import (
 )
 from exectrack._writer import DEFAULT_QUEUE_SIZE, Writer, WriterStats
 from exectrack.errors import ExectrackError, InvalidArgumentError, StoreError
+from exectrack.monitor import DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, Monitor
 from exectrack.stores import FinishResult, FinishRun, MarkRunning, NewRun, Store, open_store
 
 if TYPE_CHECKING:
     from contextvars import Token
 
     from exectrack._wrap import TrackedRun
-    from exectrack.query import RunStats
-    from exectrack.stores._base import Page
+    from exectrack.query import Report, RunStats
+    from exectrack.stores._base import Page, Reaped
 
-__all__ = ["ExecutionTracker", "RunHandle", "TrackerStats", "null_handle", "process_owner"]
+__all__ = ["ExecutionTracker", "RunHandle", "TrackerStats", "null_handle"]
 
 log = logging.getLogger("exectrack")
 
@@ -186,36 +190,6 @@ class TrackerStats:
     failures_by_cause: dict[str, int]
 
 
-# -- process identity ------------------------------------------------------------------
-
-_owner: str | None = None
-
-
-def _start_token() -> str:
-    try:
-        with open(f"/proc/{os.getpid()}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return secrets.token_hex(4)
-
-
-def process_owner() -> str:
-    """``host:pid:start-token`` for this process (the token tells a reused pid apart)."""
-    global _owner
-    if _owner is None:
-        _owner = f"{socket.gethostname()}:{os.getpid()}:{_start_token()}"
-    return _owner
-
-
-def _reset_owner() -> None:
-    global _owner
-    _owner = None
-
-
-os.register_at_fork(after_in_child=_reset_owner)
-
-
 class ExecutionTracker:
     """Records runs into a store.
 
@@ -237,6 +211,10 @@ class ExecutionTracker:
         clock: Clock | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         owner: str | None = None,
+        lease: float | None = DEFAULT_LEASE,
+        heartbeat_interval: float | None = None,
+        reaper: bool | None = None,
+        reap_interval: float = DEFAULT_REAP_INTERVAL,
         settings: Settings | None = None,
     ) -> None:
         env = settings if settings is not None else Settings.from_env()
@@ -268,6 +246,27 @@ class ExecutionTracker:
         self._writer: Writer | None = None
         if self.durability == "async":
             self._writer = Writer(self.store, self._report, queue_size=queue_size)
+        if lease is not None and lease <= 0:
+            raise InvalidArgumentError(f"lease={lease!r}: must be > 0 seconds (or None)")
+        beat = heartbeat_interval if heartbeat_interval is not None else (lease or 30.0) / 3
+        if lease is not None and not 0 < beat < lease:
+            raise InvalidArgumentError(
+                f"heartbeat_interval={beat!r}: must be > 0 and shorter than the lease ({lease})"
+            )
+        self.lease = lease
+        self._lease_us = None if lease is None else round(lease * 1_000_000)
+        self.reaper: bool = env.reaper if reaper is None else reaper
+        self.monitor: Monitor | None = None
+        if (lease is not None or self.reaper) and self.enabled:
+            self.monitor = Monitor(
+                self,
+                lease=lease,
+                heartbeat_interval=beat,
+                reap_interval=reap_interval if self.reaper else None,
+            )
+            if self.reaper:
+                self.monitor.ensure_started()
+        _register_for_shutdown(self, env.handle_sigterm)
 
     @property
     def owner(self) -> str:
@@ -393,11 +392,15 @@ class ExecutionTracker:
             h.session_id,
             parent_id,
             meta_json,
-            self._owner if self._owner is not None else (_owner or process_owner()),
+            self._owner if self._owner is not None else process_owner(),
             h.deadline_at_us,
+            lease_until=None if self._lease_us is None else started + self._lease_us,
         )
         h.recorded = self._create(cmd)
         self._open_runs[h.id] = h
+        monitor = self.monitor
+        if monitor is not None and monitor._thread is None:
+            monitor.ensure_started()
         return h
 
     def mark_running(self, target: RunHandle | str) -> FinishResult:
@@ -538,10 +541,13 @@ class ExecutionTracker:
             writer.submit(cmd)
             return FinishResult(True, status)
         try:
-            return self.store.finish(cmd)
+            result = self.store.finish(cmd)
         except Exception as exc:
             self._fail("finish", exc)
             return FinishResult(False, None)
+        if not result.applied and result.status is not None and result.status.is_terminal:
+            handle._final = result.status  # finished elsewhere first (the reaper, say)
+        return result
 
     def _finish_foreign(
         self,
@@ -616,11 +622,42 @@ class ExecutionTracker:
         self._raise_deferred()
         return ok
 
+    def shutdown(self, timeout: float = 5.0) -> int:
+        """Flush, then finish every run this tracker still has open as
+        ``canceled``/``shutdown`` and flush again, within ``timeout`` seconds.
+        Runs at interpreter exit and on SIGTERM; returns how many runs it finished."""
+        deadline = time.monotonic() + timeout
+        finished = 0
+        try:
+            if self._writer is not None:
+                self._writer.flush(max(0.0, deadline - time.monotonic()))
+            for handle in list(self._open_runs.values()):
+                if time.monotonic() >= deadline:
+                    break
+                result = self._finish(
+                    handle,
+                    RunStatus.CANCELED,
+                    "shutdown",
+                    "the process shut down before the run finished",
+                    False,
+                    None,
+                )
+                finished += result.applied
+            if self._writer is not None:
+                self._writer.flush(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # exiting: report, never raise
+            self._report("shutdown", exc)
+        if self.monitor is not None:
+            self.monitor.stop(max(0.0, deadline - time.monotonic()))
+        return finished
+
     def close(self, timeout: float | None = 10.0) -> bool:
         """Flush, stop the writer and close a store this tracker opened."""
         if self._closed:
             return True
         self._closed = True
+        if self.monitor is not None:
+            self.monitor.stop(timeout)
         ok = True if self._writer is None else self._writer.close(timeout)
         if self._owns_store:
             try:
@@ -673,6 +710,24 @@ class ExecutionTracker:
         self.flush()
         return query.run_stats(self.store, query.make_filter(**filters))
 
+    def report(self, *, since: str | datetime | None = None) -> Report:
+        """The hang-rate report per source (see :func:`exectrack.query.report`)."""
+        from exectrack import query
+
+        self.flush()
+        return query.report(self.store, since=since, now=self.clock_now())
+
+    def reap(self, *, dry_run: bool = False) -> list[Reaped]:
+        """Run the reaper once now (see :func:`exectrack.monitor.reap_once`)."""
+        from exectrack.monitor import reap_once
+
+        self.flush()
+        return reap_once(self.store, self.clock.now_us(), dry_run=dry_run)
+
+    def clock_now(self) -> datetime:
+        """The tracker's clock, as an aware UTC datetime."""
+        return us_to_datetime(self.clock.now_us())
+
     def __enter__(self) -> ExecutionTracker:
         return self
 
@@ -694,6 +749,59 @@ def _deadline_us(deadline: datetime | timedelta | float | int, started_us: int) 
     raise InvalidArgumentError(
         f"deadline={deadline!r}: pass an aware datetime, a timedelta or seconds >= 0"
     )
+
+
+# -- process exit ---------------------------------------------------------------------
+
+EXIT_TIMEOUT = 5.0
+_live: weakref.WeakSet[ExecutionTracker] = weakref.WeakSet()
+_exit_hooks_installed = False
+
+
+def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
+    """Shut every live tracker down within one time budget; returns runs finished."""
+    deadline = time.monotonic() + timeout
+    finished = 0
+    for tracker in list(_live):
+        if not tracker._closed:
+            finished += tracker.shutdown(max(0.0, deadline - time.monotonic()))
+    return finished
+
+
+def _register_for_shutdown(tracker: ExecutionTracker, handle_sigterm: bool) -> None:
+    global _exit_hooks_installed
+    _live.add(tracker)
+    if _exit_hooks_installed:
+        return
+    _exit_hooks_installed = True
+    atexit.register(shutdown_all, EXIT_TIMEOUT)
+    if handle_sigterm:
+        _install_sigterm_handler()
+
+
+def _install_sigterm_handler() -> None:
+    """On SIGTERM, shut trackers down, then die of SIGTERM as if we were not here.
+
+    Installed only from the main thread and only over the default action: an app's
+    own handler is never replaced (its orderly exit reaches the atexit hook anyway).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if not hasattr(signal, "SIGTERM") or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Shut down in a helper thread, so a lock the interrupted code holds can only
+    # cost the budget, never hang the process.
+    helper = threading.Thread(target=shutdown_all, args=(EXIT_TIMEOUT,), daemon=True)
+    helper.start()
+    helper.join(EXIT_TIMEOUT + 1)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    time.sleep(1)  # pragma: no cover - the signal ends the process first
+    os._exit(128 + signum)  # pragma: no cover
 
 
 def null_handle(source: str, source_ref: str | None = None) -> RunHandle:

@@ -7,6 +7,8 @@
     exectrack [--database URL] runs latest [FILTERS] [--json]
     exectrack [--database URL] runs stats [FILTERS] [--json]
     exectrack [--database URL] migrate [--json]
+    exectrack [--database URL] reap [--dry-run] [--json]
+    exectrack [--database URL] report [--since TIME] [--json]
 
 People get an aligned table or a ``key: value`` listing; ``--json`` prints one JSON
 document whose timestamps are UTC ISO 8601 ending in ``Z``. A user error (a bad
@@ -19,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from exectrack import __version__, query
+from exectrack import _cli_format as fmt
 from exectrack._config import Settings
 from exectrack._model import Run, RunStatus
 from exectrack.errors import ConfigError, ExectrackError
@@ -40,121 +40,9 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
 
-_REF_WIDTH = 40  # longer source_refs are shortened in the table (never in --json)
 _STATUSES = ", ".join(s.value for s in RunStatus)
 
 Handler = Callable[[argparse.Namespace, Store], int]
-
-
-# -- output helpers --------------------------------------------------------------------
-
-
-def _out(line: str = "") -> None:
-    print(line, file=sys.stdout)
-
-
-def _dump_json(value: object) -> None:
-    _out(json.dumps(value, indent=2))
-
-
-def _printable(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with control characters escaped, so a stored string cannot move the
-    cursor, recolour the terminal or break a table row."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable() or (keep_newlines and ch == "\n"):
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
-
-
-def _cell(value: str | None, width: int | None = None) -> str:
-    if value is None or value == "":
-        return "-"
-    text = _printable(value)
-    if width is not None and len(text) > width:
-        text = text[: width - 3] + "..."
-    return text
-
-
-def _utc_seconds(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _duration(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms:.0f}ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]) -> None:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    for row in [headers, *rows]:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        _out("  ".join(cells).rstrip())
-
-
-def _print_runs(runs: Sequence[Run]) -> None:
-    headers = ("ID", "STARTED (UTC)", "SOURCE", "REF", "STATUS", "DURATION", "ERROR_CODE")
-    rows = [
-        (
-            run.id,
-            _utc_seconds(run.started_at),
-            _cell(run.source),
-            _cell(run.source_ref, _REF_WIDTH),
-            run.status.value,
-            _duration(run.duration_ms),
-            _cell(run.error_code),
-        )
-        for run in runs
-    ]
-    _table(headers, rows, right=frozenset({5}))
-
-
-def _listing_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return _printable(str(value), keep_newlines=True)
-
-
-def _print_run(run: Run) -> None:
-    """A ``key: value`` listing of every field; metadata as indented JSON."""
-    data = run.to_dict()
-    metadata = data.pop("metadata")
-    width = max(len(key) for key in [*data, "metadata"]) + 1
-    for key, value in data.items():
-        text = _listing_value(value)
-        if key == "duration_ms" and value is not None:
-            text = f"{value:.3f} ({_duration(value)})"
-        lines = text.split("\n")
-        _out(f"{key + ':':<{width}} {lines[0]}".rstrip())
-        for more in lines[1:]:
-            _out(f"{'':<{width}} {more}".rstrip())
-    if not metadata:
-        _out(f"{'metadata:':<{width}} {{}}")
-        return
-    _out("metadata:")
-    pretty = json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True)
-    for line in pretty.splitlines():
-        _out("  " + _printable(line))
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -176,29 +64,31 @@ def _filter(args: argparse.Namespace) -> RunFilter:
 def _cmd_list(args: argparse.Namespace, store: Store) -> int:
     page = query.list_runs(store, _filter(args), limit=args.limit, cursor=args.cursor)
     if args.json:
-        _dump_json({"runs": [run.to_dict() for run in page.runs], "next_cursor": page.next_cursor})
+        fmt.dump_json(
+            {"runs": [run.to_dict() for run in page.runs], "next_cursor": page.next_cursor}
+        )
         return EXIT_OK
     if not page.runs:
-        _out("no runs match" if args.cursor is None else "no more runs")
+        fmt.out("no runs match" if args.cursor is None else "no more runs")
         return EXIT_OK
-    _print_runs(page.runs)
+    fmt.print_runs(page.runs)
     if page.next_cursor is not None:
-        _out(f"more runs: repeat with --cursor {page.next_cursor} for the next page")
+        fmt.out(f"more runs: repeat with --cursor {page.next_cursor} for the next page")
     return EXIT_OK
 
 
 def _show(args: argparse.Namespace, run: Run) -> int:
     if args.json:
-        _dump_json(run.to_dict())
+        fmt.dump_json(run.to_dict())
     else:
-        _print_run(run)
+        fmt.print_run(run)
     return EXIT_OK
 
 
 def _cmd_get(args: argparse.Namespace, store: Store) -> int:
     run = query.get_run(store, args.id)
     if run is None:
-        return _error(f"no run with id {_cell(args.id)}")
+        return _error(f"no run with id {fmt.cell(args.id)}")
     return _show(args, run)
 
 
@@ -212,25 +102,29 @@ def _cmd_latest(args: argparse.Namespace, store: Store) -> int:
 def _cmd_stats(args: argparse.Namespace, store: Store) -> int:
     stats = query.run_stats(store, _filter(args))
     if args.json:
-        _dump_json(stats.to_dict())
+        fmt.dump_json(stats.to_dict())
         return EXIT_OK
     rate = "-" if stats.error_rate is None else f"{stats.error_rate:.1%}"
-    _out(f"runs: {stats.total}  open: {stats.open}  error rate: {rate}")
-    _out()
-    _table(
+    fmt.out(f"runs: {stats.total}  open: {stats.open}  error rate: {rate}")
+    fmt.out()
+    fmt.table(
         ("STATUS", "COUNT"),
         [(status, str(n)) for status, n in stats.by_status.items()],
         right=frozenset({1}),
     )
     if stats.by_source:
-        _out()
+        fmt.out()
         statuses = [s.value for s in RunStatus]
         rows = [
-            (_cell(source), str(sum(counts.values())), *(str(counts.get(s, 0)) for s in statuses))
+            (
+                fmt.cell(source),
+                str(sum(counts.values())),
+                *(str(counts.get(s, 0)) for s in statuses),
+            )
             for source, counts in stats.by_source.items()
         ]
         headers = ("SOURCE", "TOTAL", *(s.upper() for s in statuses))
-        _table(headers, rows, right=frozenset(range(1, len(headers))))
+        fmt.table(headers, rows, right=frozenset(range(1, len(headers))))
     return EXIT_OK
 
 
@@ -238,12 +132,68 @@ def _cmd_migrate(args: argparse.Namespace, store: Store) -> int:
     applied = store.migrate()
     version = store.schema_version()
     if args.json:
-        _dump_json({"database": redact_url(store.url), "applied": applied, "version": version})
+        fmt.dump_json({"database": redact_url(store.url), "applied": applied, "version": version})
     elif applied:
         versions = ", ".join(str(v) for v in applied)
-        _out(f"applied migration(s) {versions}; the schema is now at version {version}")
+        fmt.out(f"applied migration(s) {versions}; the schema is now at version {version}")
     else:
-        _out(f"the schema is up to date at version {version}")
+        fmt.out(f"the schema is up to date at version {version}")
+    return EXIT_OK
+
+
+def _cmd_reap(args: argparse.Namespace, store: Store) -> int:
+    from exectrack.monitor import reap_once
+
+    reaped = reap_once(store, dry_run=args.dry_run)
+    if args.json:
+        fmt.dump_json(
+            {
+                "dry_run": args.dry_run,
+                "reaped": [
+                    {
+                        "id": r.run_id,
+                        "source": r.source,
+                        "source_ref": r.source_ref,
+                        "owner": r.owner,
+                        "status": r.status.value,
+                        "error_code": r.error_code,
+                        "reason": r.reason,
+                    }
+                    for r in reaped
+                ],
+            }
+        )
+        return EXIT_OK
+    verb = "would finish" if args.dry_run else "finished"
+    if not reaped:
+        fmt.out("nothing to reap: no open run is abandoned or past its deadline")
+        return EXIT_OK
+    fmt.out(f"{verb} {len(reaped)} run(s):")
+    fmt.table(
+        ("ID", "SOURCE", "REF", "STATUS", "ERROR_CODE", "REASON", "OWNER"),
+        [
+            (
+                r.run_id,
+                fmt.cell(r.source),
+                fmt.cell(r.source_ref, fmt.REF_WIDTH),
+                r.status.value,
+                r.error_code,
+                r.reason,
+                fmt.cell(r.owner),
+            )
+            for r in reaped
+        ],
+        right=frozenset(),
+    )
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace, store: Store) -> int:
+    result = query.report(store, since=args.since)
+    if args.json:
+        fmt.dump_json(result.to_dict())
+        return EXIT_OK
+    fmt.print_report(result)
     return EXIT_OK
 
 
@@ -251,7 +201,7 @@ def _cmd_migrate(args: argparse.Namespace, store: Store) -> int:
 
 _DESCRIPTION = """\
 Inspect the runs exectrack recorded: list them with filters, show one, count them,
-and migrate the database schema.
+report hang rates, finish abandoned runs, and migrate the database schema.
 
 The database is --database URL, else EXECTRACK_DATABASE_URL, else a file in your
 data directory. URLs: sqlite:///relative.db, sqlite:////absolute/path.db, or a path.
@@ -265,6 +215,8 @@ examples:
   exectrack runs latest --source heartbeat --ref nightly-report
   exectrack runs stats --since 7d
   exectrack --database sqlite:///runs.db migrate
+  exectrack reap --dry-run
+  exectrack report --since 24h
 """
 
 _TIME_HELP = "ISO 8601 (2026-11-25T10:00:00Z; no zone means UTC) or an age: 30s, 15m, 2h, 7d, 1w"
@@ -415,6 +367,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(p, "database, applied (versions), version")
     p.set_defaults(handler=_cmd_migrate, creates=True)
+
+    p = commands.add_parser(
+        "reap",
+        parents=[common],
+        help="finish runs left open by dead processes or past their deadline",
+        description=(
+            "Finish, once, every open run whose process on this host is gone or whose "
+            "lease expired (error/abandoned), or that is past its deadline "
+            "(timeout/deadline_exceeded); a queued one ends canceled. Prints what it "
+            "finished. Safe to run beside live processes and other reapers."
+        ),
+    )
+    p.add_argument("--dry-run", action="store_true", help="show what would be finished")
+    _json_option(p, "dry_run, reaped (id, source, status, error_code, reason, ...)")
+    p.set_defaults(handler=_cmd_reap)
+
+    p = commands.add_parser(
+        "report",
+        parents=[common],
+        help="hang rate and outcomes per source",
+        description=(
+            "Per source, over the runs started in the window: runs started and how "
+            "they ended, runs open (and open past their lease), runs reaped as "
+            "abandoned, the hang rate ((abandoned + open past lease) / started), the "
+            "age of the oldest open run, p50/p95 duration and the top error codes."
+        ),
+    )
+    p.add_argument("--since", metavar="TIME", help=f"window start: {_TIME_HELP} (default: all)")
+    _json_option(p, "since, now, sources [...]")
+    p.set_defaults(handler=_cmd_report)
     return parser
 
 

@@ -20,7 +20,9 @@ from exectrack.stores._base import Page, RunFilter, Store
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "Report",
     "RunStats",
+    "SourceReport",
     "decode_cursor",
     "encode_cursor",
     "get_run",
@@ -28,6 +30,7 @@ __all__ = [
     "list_runs",
     "make_filter",
     "parse_time",
+    "report",
     "run_stats",
 ]
 
@@ -190,3 +193,86 @@ def run_stats(store: Store, flt: RunFilter | None = None) -> RunStats:
         by_status[status.value] += n
         by_source.setdefault(source, {})[status.value] = n
     return RunStats(total=sum(counts.values()), by_status=by_status, by_source=by_source)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReport:
+    """Liveness and outcome figures of one source over a window.
+
+    ``hang_rate`` = (runs reaped as ``abandoned`` + runs still open past their lease)
+    / runs started, all among the runs started in the window. ``open`` and
+    ``open_past_lease`` count every open run, however old; ``oldest_open_age_s`` is
+    the age of the oldest one.
+    """
+
+    source: str
+    started: int
+    by_status: dict[str, int]
+    open: int
+    open_past_lease: int
+    abandoned: int
+    hang_rate: float | None
+    oldest_open_age_s: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    top_errors: list[tuple[str, int]]
+
+    def to_dict(self) -> dict[str, object]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["top_errors"] = [{"code": c, "count": n} for c, n in self.top_errors]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    since: datetime | None
+    now: datetime
+    sources: list[SourceReport]
+
+    def to_dict(self) -> dict[str, object]:
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+        return {
+            "since": iso(self.since),
+            "now": iso(self.now),
+            "sources": [s.to_dict() for s in self.sources],
+        }
+
+
+def report(
+    store: Store,
+    *,
+    since: str | datetime | None = None,
+    now: datetime | None = None,
+    top: int = 5,
+) -> Report:
+    """The hang-rate and consistency report, per source, over runs started since
+    ``since`` (an ISO time or an age such as ``24h``; None: all runs)."""
+    at = (now or datetime.now(UTC)).astimezone(UTC)
+    start = None if since is None else parse_time(since, now=at)
+    now_us = datetime_to_us(at)
+    summaries = store.summarize(None if start is None else datetime_to_us(start), now_us)
+    sources = []
+    for s in summaries:
+        started = sum(s.by_status.values())
+        abandoned = s.error_codes.get("abandoned", 0)
+        hung = abandoned + s.open_past_lease_in_window
+        sources.append(
+            SourceReport(
+                source=s.source,
+                started=started,
+                by_status={st.value: s.by_status.get(st, 0) for st in RunStatus},
+                open=s.open,
+                open_past_lease=s.open_past_lease,
+                abandoned=abandoned,
+                hang_rate=None if started == 0 else hung / started,
+                oldest_open_age_s=(
+                    None if s.oldest_open_at is None else (now_us - s.oldest_open_at) / 1e6
+                ),
+                p50_ms=s.p50_ms,
+                p95_ms=s.p95_ms,
+                top_errors=sorted(s.error_codes.items(), key=lambda kv: (-kv[1], kv[0]))[:top],
+            )
+        )
+    return Report(since=start, now=at, sources=sources)

@@ -1,0 +1,185 @@
+"""Real processes: a crash (SIGKILL) leaves runs the reaper finishes from another
+process; a normal exit or SIGTERM finishes open runs as canceled/shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from exectrack import RunFilter, RunStatus
+from exectrack import query as q
+from exectrack.monitor import reap_once
+from exectrack.stores import open_store
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
+
+CHILD = """
+import sys, threading, time
+import exectrack
+
+url, owner = sys.argv[1], (sys.argv[2] or None)
+t = exectrack.ExecutionTracker(url, owner=owner, strict=True)
+handles = [t.start("crashy", f"job-{i}") for i in range(100)]
+t.flush()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _start_child(code: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECTRACK_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+    return proc
+
+
+def _cli(url: str, *args: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "exectrack", "--database", url, *args, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+@pytest.mark.slow
+def test_killed_process_runs_are_reaped_at_once_by_another_process(db_url: str) -> None:
+    """SIGKILL mid-run leaves 100 runs open; `exectrack reap` in another process finds
+    the owner's pid gone and finishes all 100 as abandoned at once (their leases are
+    still live); the report shows a hang rate of 100% for that source."""
+    child = _start_child(CHILD, db_url, "")
+    child.kill()
+    child.wait(10)
+    store = open_store(db_url)
+    assert store.count_runs(RunFilter()) == {("crashy", RunStatus.RUNNING): 100}
+    preview = _cli(db_url, "reap", "--dry-run")
+    assert len(preview["reaped"]) == 100  # type: ignore[arg-type]
+    assert store.count_runs(RunFilter()) == {("crashy", RunStatus.RUNNING): 100}
+    done = _cli(db_url, "reap")
+    reaped = done["reaped"]
+    assert isinstance(reaped, list) and len(reaped) == 100
+    assert {(r["status"], r["error_code"], r["reason"]) for r in reaped} == {
+        ("error", "abandoned", "dead_owner")
+    }
+    assert store.count_runs(RunFilter()) == {("crashy", RunStatus.ERROR): 100}
+    assert _cli(db_url, "reap")["reaped"] == []
+    report = _cli(db_url, "report", "--since", "1h")
+    [crashy] = report["sources"]  # type: ignore[misc]
+    assert (crashy["source"], crashy["started"], crashy["abandoned"], crashy["hang_rate"]) == (
+        "crashy",
+        100,
+        100,
+        1.0,
+    )
+
+
+@pytest.mark.slow
+def test_killed_process_on_another_host_is_reaped_after_its_lease(db_url: str) -> None:
+    """When the pid rule cannot apply (the owner is on another host), the runs stay
+    open while the lease lives and are abandoned once it expired (fake time)."""
+    child = _start_child(CHILD, db_url, "far-away-host:4242:1")
+    child.kill()
+    child.wait(10)
+    store = open_store(db_url)
+    [first] = store.list_runs(RunFilter(), limit=1)
+    assert first.lease_until is not None
+    assert reap_once(store, first.lease_until - timedelta(seconds=1)) == []
+    report = q.report(store, now=first.lease_until + timedelta(seconds=1))
+    [crashy] = report.sources
+    assert (crashy.open, crashy.open_past_lease) == (100, 100)
+    assert crashy.hang_rate == 1.0  # open past lease counts as hung before any reap
+    reaped = reap_once(store, first.lease_until + timedelta(seconds=1))
+    assert len(reaped) == 100
+    assert {(r.status, r.reason) for r in reaped} == {(RunStatus.ERROR, "lease_expired")}
+    [crashy] = q.report(store, now=first.lease_until + timedelta(seconds=2)).sources
+    assert (crashy.abandoned, crashy.open, crashy.hang_rate) == (100, 0, 1.0)
+
+
+SIGTERM_CHILD = """
+import sys, threading, time
+import exectrack
+
+t = exectrack.ExecutionTracker(sys.argv[1], strict=True)
+
+in_thread = threading.Event()
+
+@t.with_run("worker", "blocked")
+def blocked(main):
+    if main:
+        in_thread.wait()
+        t.flush()
+        print("ready", flush=True)
+    else:
+        in_thread.set()
+    time.sleep(120)
+
+handles = [t.start("worker", f"open-{i}") for i in range(5)]
+t.start("worker", "done").finish_success()
+threading.Thread(target=blocked, args=(False,), daemon=True).start()
+blocked(True)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_open_runs_as_shutdown_then_dies_of_the_signal(db_url: str) -> None:
+    """SIGTERM to a process with open runs (handles, a tracked call in a thread, one in
+    the main thread): they all end canceled/shutdown; finished runs keep their
+    status; the process still dies of SIGTERM."""
+    child = _start_child(SIGTERM_CHILD, db_url)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(30) == -signal.SIGTERM
+    runs = open_store(db_url).list_runs(RunFilter(), limit=100)
+    by_ref = {}
+    for run in runs:
+        by_ref.setdefault(run.source_ref, []).append((run.status, run.error_code))
+    assert by_ref.pop("done") == [(RunStatus.SUCCESS, None)]
+    assert by_ref.pop("blocked") == [(RunStatus.CANCELED, "shutdown")] * 2
+    assert by_ref == {f"open-{i}": [(RunStatus.CANCELED, "shutdown")] for i in range(5)}
+
+
+EXIT_CHILD = """
+import signal, sys
+import exectrack
+
+def mine(signum, frame):
+    raise SystemExit(3)
+
+if sys.argv[2] == "own-handler":
+    signal.signal(signal.SIGTERM, mine)
+t = exectrack.ExecutionTracker(sys.argv[1], strict=True)
+assert (signal.getsignal(signal.SIGTERM) is mine) == (sys.argv[2] == "own-handler")
+for i in range(3):
+    t.start("worker", f"left-{i}")
+print("ready", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "own-handler"])
+def test_normal_exit_finishes_open_runs_and_keeps_the_apps_handler(db_url: str, mode: str) -> None:
+    """Interpreter exit finishes runs left open as canceled/shutdown; an app's own
+    SIGTERM handler is never replaced."""
+    child = _start_child(EXIT_CHILD, db_url, mode)
+    assert child.wait(30) == 0, child.stderr.read() if child.stderr else ""
+    runs = open_store(db_url).list_runs(RunFilter(), limit=10)
+    assert sorted((r.source_ref, r.status, r.error_code) for r in runs) == [
+        (f"left-{i}", RunStatus.CANCELED, "shutdown") for i in range(3)
+    ]
