@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
 import sqlite3
 import statistics
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "WRITER_THREAD",
+    "Case",
+    "Sample",
+    "Timer",
     "add_json_flag",
     "environment",
     "median",
@@ -23,6 +29,7 @@ __all__ = [
     "rss_kib",
     "sqlite_url",
     "status_kib",
+    "summarize",
     "write_json",
 ]
 
@@ -114,3 +121,56 @@ def write_json(target: str, payload: dict[str, Any]) -> None:
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One timed repeat of one case."""
+
+    runs: int
+    seconds: float
+    cpu_seconds: float  # process CPU (all threads) inside the timed region
+    persisted: int  # rows (or spans) the case verifiably delivered, warm-up included
+    expected: int
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    key: str
+    label: str
+    per_commit: bool  # True: sized by the per-commit run count (one or two commits a run)
+    fn: Callable[..., Sample]
+
+
+class Timer:
+    """Wall and process-CPU time between ``start`` and ``stop``."""
+
+    def start(self) -> None:
+        gc.collect()
+        self._cpu = time.process_time()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> tuple[float, float]:
+        wall = time.perf_counter() - self._t0
+        return wall, time.process_time() - self._cpu
+
+
+def summarize(case: Case, samples: list[Sample]) -> dict[str, Any]:
+    """Median per-run figures of one case over its repeats."""
+    per_run = [s.seconds / s.runs * 1e6 for s in samples]
+    us = median(per_run)
+    return {
+        "key": case.key,
+        "label": case.label,
+        "runs": samples[0].runs,
+        "repeats": len(samples),
+        "us_per_run": us,
+        "us_per_run_min": min(per_run),
+        "us_per_run_max": max(per_run),
+        "runs_per_s": 1e6 / us if us else 0.0,
+        "cpu_us_per_run": median([s.cpu_seconds / s.runs * 1e6 for s in samples]),
+        "all_persisted": all(s.persisted == s.expected for s in samples),
+        "dropped": sum(s.dropped for s in samples),
+        "samples": [asdict(s) for s in samples],
+    }

@@ -29,20 +29,18 @@ table with the same indexes.
 from __future__ import annotations
 
 import argparse
-import gc
 import multiprocessing
 import os
 import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
 
-from _common import add_json_flag, environment, median, write_json
+from _common import Case, Sample, Timer, add_json_flag, environment, summarize, write_json
 from exectrack import ExecutionTracker
 from exectrack.stores import redact_url
 from exectrack.stores.postgres import PostgresStore
@@ -52,12 +50,13 @@ FLUSH_TIMEOUT = 600.0
 COLUMNS = (
     "id, source, source_ref, session_id, parent_id, status, started_at, finished_at, "
     "duration_ms, error_code, error_message, retryable, metadata, owner, heartbeat_at, "
-    "deadline_at, updated_at"
+    "deadline_at, updated_at, lease_until"
 )
 INSERT = (
     f"INSERT INTO runs ({COLUMNS}) VALUES ({', '.join(['%s'] * 12)}, %s::jsonb, "
-    "%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+    "%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
 )
+LEASE = timedelta(seconds=30)  # exectrack's default lease, written with every run
 GUARDED_UPDATE = (
     "UPDATE runs SET status = %s, finished_at = %s, duration_ms = %s, error_code = %s, "
     "error_message = %s, retryable = %s, metadata = COALESCE(%s::jsonb, metadata), "
@@ -68,15 +67,6 @@ OWNER = f"bench:{os.getpid()}:0"
 
 def noop() -> None:
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    runs: int
-    seconds: float
-    cpu_seconds: float
-    persisted: int
-    expected: int
 
 
 # -- schemas ---------------------------------------------------------------------------
@@ -129,16 +119,6 @@ class Schemas:
         self.admin.close()
 
 
-class Timer:
-    def start(self) -> None:
-        gc.collect()
-        self._cpu = time.process_time()
-        self._t0 = time.perf_counter()
-
-    def stop(self) -> tuple[float, float]:
-        return time.perf_counter() - self._t0, time.process_time() - self._cpu
-
-
 # -- cases -----------------------------------------------------------------------------
 
 CaseFn = Callable[[Schemas, int, int], Sample]
@@ -175,7 +155,7 @@ def _new_row(run_id: str, started: datetime) -> tuple[Any, ...]:
 
 
 def _row_tail(started: datetime, updated: datetime) -> tuple[Any, ...]:
-    return (None, None, "{}", OWNER, started, None, updated)
+    return (None, None, "{}", OWNER, started, None, updated, started + LEASE)
 
 
 def _now() -> datetime:
@@ -253,14 +233,6 @@ def raw_batched(schemas: Schemas, n: int, warmup: int) -> Sample:
     finally:
         conn.close()
     return Sample(n, wall, cpu, schemas.finished_rows(schema), n + warmup)
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    key: str
-    label: str
-    per_commit: bool
-    fn: CaseFn
 
 
 CASES = (
@@ -359,24 +331,6 @@ def many_writers(
 
 
 # -- main ------------------------------------------------------------------------------
-
-
-def summarize(case: Case, samples: list[Sample]) -> dict[str, Any]:
-    per_run = [s.seconds / s.runs * 1e6 for s in samples]
-    us = median(per_run)
-    return {
-        "key": case.key,
-        "label": case.label,
-        "runs": samples[0].runs,
-        "repeats": len(samples),
-        "us_per_run": us,
-        "us_per_run_min": min(per_run),
-        "us_per_run_max": max(per_run),
-        "runs_per_s": 1e6 / us if us else 0.0,
-        "cpu_us_per_run": median([s.cpu_seconds / s.runs * 1e6 for s in samples]),
-        "all_persisted": all(s.persisted == s.expected for s in samples),
-        "samples": [asdict(s) for s in samples],
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ synchronous, busy_timeout), so the schema and indexes cannot drift.
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import os
 import secrets
@@ -33,16 +32,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from _common import (
+    Case,
+    Sample,
+    Timer,
     add_json_flag,
     environment,
-    median,
     remove_db,
     sqlite_url,
+    summarize,
     write_json,
 )
 from exectrack import ExecutionTracker
@@ -56,9 +57,10 @@ FLUSH_TIMEOUT = 300.0
 COLUMNS = (
     "id, source, source_ref, session_id, parent_id, status, started_at, finished_at, "
     "duration_ms, error_code, error_message, retryable, metadata, owner, heartbeat_at, "
-    "deadline_at, updated_at"
+    "deadline_at, updated_at, lease_until"
 )
-INSERT = f"INSERT INTO runs ({COLUMNS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT (id) DO NOTHING"
+INSERT = f"INSERT INTO runs ({COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT (id) DO NOTHING"
+LEASE_US = 30_000_000  # exectrack's default lease, written with every run
 GUARDED_UPDATE = (
     "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, error_code = ?, "
     "error_message = ?, retryable = ?, metadata = COALESCE(?, metadata), updated_at = ? "
@@ -68,44 +70,11 @@ OWNER = f"bench:{os.getpid()}:0"
 SOURCE_REF = "noop"
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One timed repeat of one case."""
-
-    runs: int
-    seconds: float
-    cpu_seconds: float  # process CPU (all threads) inside the timed region
-    persisted: int  # rows (or spans) the case verifiably delivered, warm-up included
-    expected: int
-    dropped: int = 0
-
-
 CaseFn = Callable[[Path, int, int], Sample]
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    key: str
-    label: str
-    per_commit: bool  # True: sized by --commit-runs (one or two commits per run)
-    fn: CaseFn
 
 
 def noop() -> None:
     return None
-
-
-class _Timer:
-    """Wall and process-CPU time between ``start`` and ``stop``."""
-
-    def start(self) -> None:
-        gc.collect()
-        self._cpu = time.process_time()
-        self._t0 = time.perf_counter()
-
-    def stop(self) -> tuple[float, float]:
-        wall = time.perf_counter() - self._t0
-        return wall, time.process_time() - self._cpu
 
 
 # -- exectrack ----------------------------------------------------------------------
@@ -129,7 +98,7 @@ def tracker_case(durability: Literal["async", "sync"]) -> CaseFn:
             for _ in range(warmup):
                 tracked()
             tracker.flush(FLUSH_TIMEOUT)
-            timer = _Timer()
+            timer = Timer()
             timer.start()
             for _ in range(n):
                 tracked()
@@ -195,6 +164,7 @@ def _new_row(run_id: str, started: int) -> tuple[Any, ...]:
         started,
         None,
         started,
+        started + LEASE_US,
     )
 
 
@@ -217,6 +187,7 @@ def _finished_row(run_id: str, started: int, finished: int, ms: float) -> tuple[
         started,
         None,
         finished,
+        started + LEASE_US,
     )
 
 
@@ -251,7 +222,7 @@ def raw_per_commit(db: Path, n: int, warmup: int) -> Sample:
 
     try:
         runs(warmup)
-        timer = _Timer()
+        timer = Timer()
         timer.start()
         runs(n)
         wall, cpu = timer.stop()
@@ -293,7 +264,7 @@ def raw_batched(*, folded: bool) -> CaseFn:
 
         try:
             runs(warmup)
-            timer = _Timer()
+            timer = Timer()
             timer.start()
             runs(n)
             wall, cpu = timer.stop()
@@ -336,7 +307,7 @@ def otel_case(db: Path, n: int, warmup: int) -> Sample:
         for _ in range(warmup):
             traced()
         provider.force_flush()
-        timer = _Timer()
+        timer = Timer()
         timer.start()
         for _ in range(n):
             traced()
@@ -360,26 +331,6 @@ CASES: tuple[Case, ...] = (
 
 
 # -- running and reporting ----------------------------------------------------------
-
-
-def summarize(case: Case, samples: list[Sample]) -> dict[str, Any]:
-    per_run = [s.seconds / s.runs * 1e6 for s in samples]
-    cpu = [s.cpu_seconds / s.runs * 1e6 for s in samples]
-    us = median(per_run)
-    return {
-        "key": case.key,
-        "label": case.label,
-        "runs": samples[0].runs,
-        "repeats": len(samples),
-        "us_per_run": us,
-        "us_per_run_min": min(per_run),
-        "us_per_run_max": max(per_run),
-        "runs_per_s": 1e6 / us if us else 0.0,
-        "cpu_us_per_run": median(cpu),
-        "all_persisted": all(s.persisted == s.expected for s in samples),
-        "dropped": sum(s.dropped for s in samples),
-        "samples": [asdict(s) for s in samples],
-    }
 
 
 def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

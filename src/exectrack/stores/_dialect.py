@@ -16,6 +16,7 @@ __all__ = [
     "Migration",
     "SqlDialect",
     "json_loads_object",
+    "runs_table_v1",
     "sql",
 ]
 
@@ -103,3 +104,42 @@ def json_loads_object(value: Any) -> dict[str, Any]:
         return value
     loaded = json.loads(value)
     return loaded if isinstance(loaded, dict) else {}
+
+
+_STATUS_CHECK = "status IN ('queued', 'running', 'success', 'error', 'canceled', 'timeout')"
+
+
+def runs_table_v1(
+    *, id_type: str, ts: str, real: str, boolean: str, json_type: str, empty_json: str
+) -> tuple[str, ...]:
+    """Schema version 1, once for every engine; only the column types differ."""
+    return (
+        f"""CREATE TABLE runs (
+            id {id_type} NOT NULL PRIMARY KEY,
+            source TEXT NOT NULL,
+            source_ref TEXT,
+            session_id TEXT,
+            parent_id TEXT,
+            status TEXT NOT NULL CHECK ({_STATUS_CHECK}),
+            started_at {ts} NOT NULL,
+            finished_at {ts},
+            duration_ms {real},
+            error_code TEXT,
+            error_message TEXT,
+            retryable {boolean},
+            metadata {json_type} NOT NULL DEFAULT {empty_json},
+            owner TEXT,
+            heartbeat_at {ts},
+            deadline_at {ts},
+            lease_until {ts},
+            updated_at {ts} NOT NULL,
+            CHECK ((finished_at IS NULL) = (status IN ('queued', 'running')))
+        )""",
+        "CREATE INDEX runs_started ON runs (started_at, id)",
+        "CREATE INDEX runs_source_started ON runs (source, started_at, id)",
+        "CREATE INDEX runs_status_started ON runs (status, started_at, id)",
+        "CREATE INDEX runs_session_started ON runs (session_id, started_at, id)"
+        " WHERE session_id IS NOT NULL",
+        "CREATE INDEX runs_parent ON runs (parent_id) WHERE parent_id IS NOT NULL",
+        "CREATE INDEX runs_open ON runs (owner, started_at) WHERE finished_at IS NULL",
+    )

@@ -55,6 +55,7 @@ from exectrack.stores._base import (
     NewRun,
     RunFilter,
 )
+from exectrack.stores._dialect import runs_table_v1
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 if TYPE_CHECKING:
@@ -69,42 +70,18 @@ _T = TypeVar("_T")
 
 SCHEMES = ("postgresql", "postgres")
 
-_STATUS_CHECK = "status IN ('queued', 'running', 'success', 'error', 'canceled', 'timeout')"
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "create runs",
-        (
+        runs_table_v1(
             # id sorts bytewise (COLLATE "C"), as in SQLite, so ties break the same way.
-            f"""CREATE TABLE runs (
-                id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
-                source TEXT NOT NULL,
-                source_ref TEXT,
-                session_id TEXT,
-                parent_id TEXT,
-                status TEXT NOT NULL CHECK ({_STATUS_CHECK}),
-                started_at TIMESTAMPTZ NOT NULL,
-                finished_at TIMESTAMPTZ,
-                duration_ms DOUBLE PRECISION,
-                error_code TEXT,
-                error_message TEXT,
-                retryable BOOLEAN,
-                metadata JSONB NOT NULL DEFAULT '{{}}'::jsonb,
-                owner TEXT,
-                heartbeat_at TIMESTAMPTZ,
-                deadline_at TIMESTAMPTZ,
-                lease_until TIMESTAMPTZ,
-                updated_at TIMESTAMPTZ NOT NULL,
-                CHECK ((finished_at IS NULL) = (status IN ('queued', 'running')))
-            )""",
-            "CREATE INDEX runs_started ON runs (started_at, id)",
-            "CREATE INDEX runs_source_started ON runs (source, started_at, id)",
-            "CREATE INDEX runs_status_started ON runs (status, started_at, id)",
-            "CREATE INDEX runs_session_started ON runs (session_id, started_at, id)"
-            " WHERE session_id IS NOT NULL",
-            "CREATE INDEX runs_parent ON runs (parent_id) WHERE parent_id IS NOT NULL",
-            "CREATE INDEX runs_open ON runs (owner, started_at) WHERE finished_at IS NULL",
+            id_type='TEXT COLLATE "C"',
+            ts="TIMESTAMPTZ",
+            real="DOUBLE PRECISION",
+            boolean="BOOLEAN",
+            json_type="JSONB",
+            empty_json="'{}'::jsonb",
         ),
     ),
 )

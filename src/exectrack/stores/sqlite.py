@@ -21,45 +21,22 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
+from exectrack.stores._dialect import runs_table_v1
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
-
-_STATUS_CHECK = "status IN ('queued', 'running', 'success', 'error', 'canceled', 'timeout')"
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "create runs",
-        (
-            f"""CREATE TABLE runs (
-                id TEXT NOT NULL PRIMARY KEY,
-                source TEXT NOT NULL,
-                source_ref TEXT,
-                session_id TEXT,
-                parent_id TEXT,
-                status TEXT NOT NULL CHECK ({_STATUS_CHECK}),
-                started_at INTEGER NOT NULL,
-                finished_at INTEGER,
-                duration_ms REAL,
-                error_code TEXT,
-                error_message TEXT,
-                retryable INTEGER,
-                metadata TEXT NOT NULL DEFAULT '{{}}',
-                owner TEXT,
-                heartbeat_at INTEGER,
-                deadline_at INTEGER,
-                lease_until INTEGER,
-                updated_at INTEGER NOT NULL,
-                CHECK ((finished_at IS NULL) = (status IN ('queued', 'running')))
-            )""",
-            "CREATE INDEX runs_started ON runs (started_at, id)",
-            "CREATE INDEX runs_source_started ON runs (source, started_at, id)",
-            "CREATE INDEX runs_status_started ON runs (status, started_at, id)",
-            "CREATE INDEX runs_session_started ON runs (session_id, started_at, id)"
-            " WHERE session_id IS NOT NULL",
-            "CREATE INDEX runs_parent ON runs (parent_id) WHERE parent_id IS NOT NULL",
-            "CREATE INDEX runs_open ON runs (owner, started_at) WHERE finished_at IS NULL",
+        runs_table_v1(
+            id_type="TEXT",
+            ts="INTEGER",
+            real="REAL",
+            boolean="INTEGER",
+            json_type="TEXT",
+            empty_json="'{}'",
         ),
     ),
 )
