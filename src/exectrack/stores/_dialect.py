@@ -84,6 +84,9 @@ class SqlDialect:
     like: str  # "LIKE" (SQLite: ASCII case-insensitive) or "ILIKE"
     duration_since_start: str  # SQL giving ms between a time param and started_at
     duration_between: str  # SQL giving ms from {start} to {end} (two time expressions)
+    # Batches as multi-row statements (SQLite: executemany hands the GIL over once per
+    # row) or executemany (psycopg pipelines it, which beats one big statement).
+    multirow: bool
     finish_casts: tuple[str, ...]  # casts for (id, status, finished_at, duration_ms,
     #                                error_code, error_message, retryable, metadata)
     ts: Callable[[int], Any]  # microseconds -> driver parameter

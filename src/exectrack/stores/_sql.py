@@ -296,30 +296,49 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
                     started, finished = self._execute_update(cur, updates[0])
             return _result(plan.count, created, started, finished)
         with self._write() as cur:
-            for i in range(0, len(rows), INSERT_CHUNK):
-                chunk = rows[i : i + INSERT_CHUNK]
-                cur.execute(
-                    self._insert_sql_for(len(chunk)),
-                    [p for r in chunk for p in self._row_params(r)],
-                )
-                if cur.rowcount != len(chunk):
-                    raise ConflictError
+            self._insert_rows(cur, rows)
             created = len(rows)
             started = sum(r.started for r in rows)
             finished = sum(r.finish is not None for r in rows)
             for kind, group in groups(updates):
                 if kind is FinishRun:
-                    for finishes in _distinct_chunks(group, FINISH_CHUNK):
-                        cur.execute(
-                            self._finish_sql_for(len(finishes)),
-                            [p for f in finishes for p in self._finish_row_params(f)],
-                        )
-                        finished += max(cur.rowcount, 0)
+                    finishes = [c for c in group if isinstance(c, FinishRun)]
+                    finished += self._finish_many_runs(cur, finishes)
                 else:
                     starts = [self._start_params(c) for c in group if isinstance(c, MarkRunning)]
                     cur.executemany(self._start_sql, starts)
                     started += max(cur.rowcount, 0)
         return _result(plan.count, created, started, finished)
+
+    def _insert_rows(self, cur: Cursor, rows: list[Row]) -> None:
+        """INSERT ``rows``; ConflictError when an id already exists."""
+        if not self.dialect.multirow:
+            cur.executemany(self._insert_sql, [self._row_params(r) for r in rows])
+            if cur.rowcount != len(rows):
+                raise ConflictError
+            return
+        for i in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[i : i + INSERT_CHUNK]
+            cur.execute(
+                self._insert_sql_for(len(chunk)),
+                [p for r in chunk for p in self._row_params(r)],
+            )
+            if cur.rowcount != len(chunk):
+                raise ConflictError
+
+    def _finish_many_runs(self, cur: Cursor, finishes: list[FinishRun]) -> int:
+        """The guarded finish of ``finishes``, in order; returns how many applied."""
+        if not self.dialect.multirow:
+            cur.executemany(self._finish_sql, [self._finish_params(f) for f in finishes])
+            return max(cur.rowcount, 0)
+        applied = 0
+        for chunk in _distinct_chunks(finishes, FINISH_CHUNK):
+            cur.execute(
+                self._finish_sql_for(len(chunk)),
+                [p for f in chunk for p in self._finish_row_params(f)],
+            )
+            applied += max(cur.rowcount, 0)
+        return applied
 
     def _insert_sql_for(self, n: int) -> str:
         """One INSERT of ``n`` rows: a statement per row would hand the GIL over (and

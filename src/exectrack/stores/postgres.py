@@ -92,6 +92,7 @@ _DIALECT = SqlDialect(
     like="ILIKE",
     # EXTRACT gives exact numeric seconds; the column rounds once, like SQLite's division.
     duration_since_start="EXTRACT(EPOCH FROM (?::timestamptz - started_at)) * 1000",
+    multirow=False,
     duration_between="EXTRACT(EPOCH FROM ({end} - {start})) * 1000",
     # A SELECT list gives a NULL parameter the type text: every column is cast.
     finish_casts=(

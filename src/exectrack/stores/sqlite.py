@@ -46,6 +46,7 @@ _DIALECT = SqlDialect(
     json_param="?",
     like="LIKE",
     duration_since_start="(? - started_at) / 1000.0",
+    multirow=True,
     duration_between="({end} - {start}) / 1000.0",
     finish_casts=("",) * 8,
     ts=int,
