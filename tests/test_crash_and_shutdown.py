@@ -183,3 +183,34 @@ def test_normal_exit_finishes_open_runs_and_keeps_the_apps_handler(db_url: str, 
     assert sorted((r.source_ref, r.status, r.error_code) for r in runs) == [
         (f"left-{i}", RunStatus.CANCELED, "shutdown") for i in range(3)
     ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_exit_leaves_the_parents_runs_alone(db_url: str) -> None:
+    """A child forked while the parent has open runs shuts down (as at its exit)
+    without finishing them: they are the parent's, still running."""
+    from exectrack import ExecutionTracker
+    from exectrack._exit import shutdown_all
+
+    t = ExecutionTracker(db_url, strict=True, durability="sync")
+    parents = [t.start("worker", f"parent-{i}") for i in range(3)]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            t.start("worker", "child").finish_success()
+            t.start("worker", "child-left-open")
+            code = 0 if shutdown_all(5) == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    runs = {r.source_ref: (r.status, r.error_code) for r in t.list_runs().runs}
+    assert runs == {
+        **{f"parent-{i}": (RunStatus.RUNNING, None) for i in range(3)},
+        "child": (RunStatus.SUCCESS, None),
+        "child-left-open": (RunStatus.CANCELED, "shutdown"),
+    }
+    for h in parents:
+        h.finish_success()
+    t.close()

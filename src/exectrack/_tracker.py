@@ -7,13 +7,10 @@ once; later finishes return ``FinishResult(applied=False, status=<first status>)
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import signal
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,15 +20,18 @@ from exectrack._classify import ErrorClassifier, ResultClassifier, normalize_cod
 from exectrack._clock import Clock, SystemClock
 from exectrack._config import Durability, Settings
 from exectrack._context import current
+from exectrack._exit import register_for_shutdown
+from exectrack._failures import Failures
+from exectrack._handle import RunHandle, null_handle
 from exectrack._lifecycle import Outcome
 from exectrack._model import (
     RunStatus,
     datetime_to_us,
     new_run_id,
-    us_to_datetime,
     validate_source,
 )
 from exectrack._owner import process_owner
+from exectrack._reads import TrackerReads
 from exectrack._redact import (
     DEFAULT_METADATA_LIMIT,
     clean_text,
@@ -39,16 +39,12 @@ from exectrack._redact import (
     normalize_metadata,
 )
 from exectrack._writer import DEFAULT_QUEUE_SIZE, Writer, WriterStats
-from exectrack.errors import ExectrackError, InvalidArgumentError, StoreError
+from exectrack.errors import InvalidArgumentError
 from exectrack.monitor import DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, Monitor
 from exectrack.stores import FinishResult, FinishRun, MarkRunning, NewRun, Store, open_store
 
 if TYPE_CHECKING:
-    from contextvars import Token
-
     from exectrack._wrap import TrackedRun
-    from exectrack.query import Report, RunStats
-    from exectrack.stores._base import Page, Reaped
 
 __all__ = ["ExecutionTracker", "RunHandle", "TrackerStats", "null_handle"]
 
@@ -56,123 +52,8 @@ log = logging.getLogger("exectrack")
 
 MESSAGE_LIMIT = 4096
 REF_LIMIT = 512
-_MAX_CAUSES = 256
 
 Deadline = datetime | timedelta | float | int | None
-
-
-class RunHandle:
-    """One started run, as this process sees it. Finish it once; later finishes
-    change nothing and report the first status."""
-
-    __slots__ = (
-        "_extra",
-        "_final",
-        "_meta",
-        "_t0",
-        "_token",
-        "_tracker",
-        "deadline_at_us",
-        "id",
-        "parent_id",
-        "queued",
-        "recorded",
-        "session_id",
-        "source",
-        "source_ref",
-        "started_at_us",
-    )
-
-    id: str
-    source: str
-    source_ref: str | None
-    session_id: str | None
-    parent_id: str | None
-    started_at_us: int
-    deadline_at_us: int | None
-    recorded: bool  # False when tracking is off or the start could not be queued
-    queued: bool
-    _tracker: ExecutionTracker | None
-    _t0: int
-    _meta: dict[str, Any] | None
-    _extra: dict[str, Any] | None
-    _final: RunStatus | None
-    _token: Token[RunHandle | None] | None  # set while a ``with`` block holds the run
-
-    @property
-    def started_at(self) -> datetime:
-        return us_to_datetime(self.started_at_us)
-
-    @property
-    def status(self) -> RunStatus:
-        """This process's view: the first finish, else queued or running."""
-        if self._final is not None:
-            return self._final
-        return RunStatus.QUEUED if self.queued else RunStatus.RUNNING
-
-    @property
-    def finished(self) -> bool:
-        return self._final is not None
-
-    def annotate(self, **fields: Any) -> None:
-        """Add metadata recorded at finish (merged over the start metadata)."""
-        self.update_metadata(fields)
-
-    def update_metadata(self, fields: Mapping[str, Any]) -> None:
-        if self._final is not None:
-            return
-        if self._extra is None:
-            self._extra = {}
-        self._extra.update(fields)
-
-    def mark_running(self) -> FinishResult:
-        """Move a queued run to running (a no-op for a running or finished run)."""
-        if self._tracker is None:
-            return FinishResult(False, None)
-        return self._tracker.mark_running(self)
-
-    def finish_success(self, *, metadata: Mapping[str, Any] | None = None) -> FinishResult:
-        if self._tracker is None:
-            return FinishResult(False, None)
-        return self._tracker.finish_success(self, metadata=metadata)
-
-    def finish_error(
-        self,
-        error: BaseException | None = None,
-        *,
-        code: str | None = None,
-        message: str | None = None,
-        retryable: bool | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> FinishResult:
-        if self._tracker is None:
-            return FinishResult(False, None)
-        return self._tracker.finish_error(
-            self, error, code=code, message=message, retryable=retryable, metadata=metadata
-        )
-
-    def finish_with_status(
-        self,
-        status: RunStatus | str,
-        *,
-        error_code: str | None = None,
-        error_message: str | None = None,
-        retryable: bool | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> FinishResult:
-        if self._tracker is None:
-            return FinishResult(False, None)
-        return self._tracker.finish_with_status(
-            self,
-            status,
-            error_code=error_code,
-            error_message=error_message,
-            retryable=retryable,
-            metadata=metadata,
-        )
-
-    def __repr__(self) -> str:
-        return f"<RunHandle {self.source}:{self.source_ref or '-'} {self.id} {self.status}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +71,7 @@ class TrackerStats:
     failures_by_cause: dict[str, int]
 
 
-class ExecutionTracker:
+class ExecutionTracker(TrackerReads):
     """Records runs into a store.
 
     ``store`` is a Store, a database URL, or None for ``EXECTRACK_DATABASE_URL`` (else a
@@ -238,10 +119,9 @@ class ExecutionTracker:
         self._owner = owner
         self._open_runs: dict[str, RunHandle] = {}
         self._finish_lock = threading.Lock()  # makes a handle's first finish atomic
-        self._fail_lock = threading.Lock()
-        self._failures: dict[str, int] = {}
-        self._failure_total = 0
-        self._deferred: BaseException | None = None
+        self._failures = Failures(self.strict)
+        self._report = self._failures.report
+        self._fail = self._failures.fail
         self._closed = False
         self._writer: Writer | None = None
         if self.durability == "async":
@@ -266,54 +146,19 @@ class ExecutionTracker:
             )
             if self.reaper:
                 self.monitor.ensure_started()
-        _register_for_shutdown(self, env.handle_sigterm)
+        register_for_shutdown(self, env.handle_sigterm)
 
     @property
     def owner(self) -> str:
         return self._owner if self._owner is not None else process_owner()
-
-    # -- failure reporting -------------------------------------------------------------
-
-    def _report(self, cause: str, exc: BaseException) -> None:
-        """Log a failure once per cause and count it; strict mode keeps it to raise."""
-        key = f"{cause}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-        with self._fail_lock:
-            self._failure_total += 1
-            seen = key in self._failures
-            if seen or len(self._failures) < _MAX_CAUSES:
-                self._failures[key] = self._failures.get(key, 0) + 1
-            if self.strict and self._deferred is None:
-                self._deferred = exc
-        if not seen:
-            log.warning(
-                "exectrack: %s; the host call goes on, tracking data may be missing "
-                "(later failures of this kind are only counted)",
-                key,
-            )
-
-    def _fail(self, cause: str, exc: BaseException) -> None:
-        """A failure in the caller's thread: count it, and raise it in strict mode."""
-        self._report(cause, exc)
-        if self.strict:
-            self._deferred = None
-            if isinstance(exc, ExectrackError):
-                raise exc
-            raise StoreError(f"tracking failed ({cause}): {exc}") from exc
-
-    def _raise_deferred(self) -> None:
-        if self.strict and self._deferred is not None:
-            exc, self._deferred = self._deferred, None
-            if isinstance(exc, ExectrackError):
-                raise exc
-            raise StoreError(f"tracking failed in the background: {exc}") from exc
 
     # -- writes ------------------------------------------------------------------------
 
     def _create(self, cmd: NewRun) -> bool:
         writer = self._writer
         if writer is not None:
-            if self._deferred is not None:
-                self._raise_deferred()
+            if self._failures.deferred is not None:
+                self._failures.raise_deferred()
             return writer.submit(cmd)
         try:
             self.store.create(cmd)
@@ -536,8 +381,8 @@ class ExecutionTracker:
         )
         writer = self._writer
         if writer is not None:
-            if self._deferred is not None:
-                self._raise_deferred()
+            if self._failures.deferred is not None:
+                self._failures.raise_deferred()
             writer.submit(cmd)
             return FinishResult(True, status)
         try:
@@ -619,7 +464,7 @@ class ExecutionTracker:
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every write queued so far is committed. True when drained."""
         ok = True if self._writer is None else self._writer.flush(timeout)
-        self._raise_deferred()
+        self._failures.raise_deferred()
         return ok
 
     def shutdown(self, timeout: float = 5.0) -> int:
@@ -668,9 +513,7 @@ class ExecutionTracker:
 
     def stats(self) -> TrackerStats:
         w = self._writer.stats() if self._writer is not None else WriterStats(0, 0, 0, 0, 0)
-        with self._fail_lock:
-            failures = dict(self._failures)
-            total = self._failure_total
+        total, failures = self._failures.snapshot()
         return TrackerStats(
             enabled=self.enabled,
             durability=self.durability,
@@ -682,51 +525,6 @@ class ExecutionTracker:
             failures=total,
             failures_by_cause=failures,
         )
-
-    # -- reads (flush first: a process always reads its own writes) --------------------
-
-    def get_run(self, run_id: str) -> Any:
-        from exectrack import query
-
-        self.flush()
-        return query.get_run(self.store, run_id)
-
-    def list_runs(self, *, limit: int = 50, cursor: str | None = None, **filters: Any) -> Page:
-        """A page of runs; ``filters`` are those of :func:`exectrack.query.make_filter`."""
-        from exectrack import query
-
-        self.flush()
-        return query.list_runs(self.store, query.make_filter(**filters), limit=limit, cursor=cursor)
-
-    def latest_run(self, **filters: Any) -> Any:
-        from exectrack import query
-
-        self.flush()
-        return query.latest_run(self.store, query.make_filter(**filters))
-
-    def run_stats(self, **filters: Any) -> RunStats:
-        from exectrack import query
-
-        self.flush()
-        return query.run_stats(self.store, query.make_filter(**filters))
-
-    def report(self, *, since: str | datetime | None = None) -> Report:
-        """The hang-rate report per source (see :func:`exectrack.query.report`)."""
-        from exectrack import query
-
-        self.flush()
-        return query.report(self.store, since=since, now=self.clock_now())
-
-    def reap(self, *, dry_run: bool = False) -> list[Reaped]:
-        """Run the reaper once now (see :func:`exectrack.monitor.reap_once`)."""
-        from exectrack.monitor import reap_once
-
-        self.flush()
-        return reap_once(self.store, self.clock.now_us(), dry_run=dry_run)
-
-    def clock_now(self) -> datetime:
-        """The tracker's clock, as an aware UTC datetime."""
-        return us_to_datetime(self.clock.now_us())
 
     def __enter__(self) -> ExecutionTracker:
         return self
@@ -749,68 +547,3 @@ def _deadline_us(deadline: datetime | timedelta | float | int, started_us: int) 
     raise InvalidArgumentError(
         f"deadline={deadline!r}: pass an aware datetime, a timedelta or seconds >= 0"
     )
-
-
-# -- process exit ---------------------------------------------------------------------
-
-EXIT_TIMEOUT = 5.0
-_live: weakref.WeakSet[ExecutionTracker] = weakref.WeakSet()
-_exit_hooks_installed = False
-
-
-def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
-    """Shut every live tracker down within one time budget; returns runs finished."""
-    deadline = time.monotonic() + timeout
-    finished = 0
-    for tracker in list(_live):
-        if not tracker._closed:
-            finished += tracker.shutdown(max(0.0, deadline - time.monotonic()))
-    return finished
-
-
-def _register_for_shutdown(tracker: ExecutionTracker, handle_sigterm: bool) -> None:
-    global _exit_hooks_installed
-    _live.add(tracker)
-    if _exit_hooks_installed:
-        return
-    _exit_hooks_installed = True
-    atexit.register(shutdown_all, EXIT_TIMEOUT)
-    if handle_sigterm:
-        _install_sigterm_handler()
-
-
-def _install_sigterm_handler() -> None:
-    """On SIGTERM, shut trackers down, then die of SIGTERM as if we were not here.
-
-    Installed only from the main thread and only over the default action: an app's
-    own handler is never replaced (its orderly exit reaches the atexit hook anyway).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if not hasattr(signal, "SIGTERM") or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-    signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    # Shut down in a helper thread, so a lock the interrupted code holds can only
-    # cost the budget, never hang the process.
-    helper = threading.Thread(target=shutdown_all, args=(EXIT_TIMEOUT,), daemon=True)
-    helper.start()
-    helper.join(EXIT_TIMEOUT + 1)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-    time.sleep(1)  # pragma: no cover - the signal ends the process first
-    os._exit(128 + signum)  # pragma: no cover
-
-
-def null_handle(source: str, source_ref: str | None = None) -> RunHandle:
-    """A handle with no tracker behind it: it writes nothing, its finishes are no-ops."""
-    h = RunHandle.__new__(RunHandle)
-    h.id = new_run_id()
-    h.source, h.source_ref, h.session_id, h.parent_id = source, source_ref, None, None
-    h.queued, h.recorded, h._tracker = False, False, None
-    h._extra = h._meta = None
-    h._final = h._token = None
-    h._t0, h.started_at_us, h.deadline_at_us = 0, 0, None
-    return h
