@@ -9,7 +9,10 @@
 (g) memory: RSS (/proc/self/status VmRSS) while one default (async) tracker records
     many runs of a no-op function; printed at intervals, then after a final flush.
     Growth is shown from a warm baseline (after warm-up runs: connection open, the
-    queue filled once) and from cold (before the tracker existed); the check uses cold.
+    queue filled once) and from cold (before the tracker existed). The check uses the
+    growth over the runs (what a million runs add: a leak shows there); the one-time
+    cost of tracking at all (connection, page cache, a full queue) is the from-cold
+    figure, printed beside it.
 
     .venv/bin/python bench/stall_and_memory.py [--only stall|memory] [--seconds 3]
         [--tasks 1000] [--awaits 3] [--repeat 2] [--memory-runs 200000] [--json [PATH]]
@@ -295,7 +298,7 @@ def memory(args: argparse.Namespace, tmp: Path, quiet: bool) -> dict[str, Any]:
         "rows_in_store": rows,
         "seconds": points[-1]["seconds"],
         "limit_mib": args.max_growth_mib,
-        "ok": max(from_cold) <= args.max_growth_mib and stats.dropped == 0,
+        "ok": max(growth) <= args.max_growth_mib and stats.dropped == 0,
         "points": points,
     }
 
@@ -321,8 +324,8 @@ def print_memory(result: dict[str, Any]) -> None:
     )
     verdict = "PASS" if result["ok"] else "FAIL"
     print(
-        f"[{verdict}] RSS growth from cold within {result['limit_mib']:g} MiB "
-        f"(max {result['max_growth_from_cold_mib']:+.2f} MiB) and nothing dropped"
+        f"[{verdict}] RSS growth over the runs within {result['limit_mib']:g} MiB "
+        f"(max {result['max_growth_mib']:+.2f} MiB) and nothing dropped"
     )
 
 
