@@ -25,9 +25,11 @@ class GatedStore(FailingStore):
     def __init__(self, url: str) -> None:
         super().__init__(open_store(url), fail=set())
         self.gate = threading.Event()
+        self.waiting = threading.Event()  # set once the writer is held at the gate
         self.batches: list[int] = []
 
     def apply(self, commands: Sequence[Command]) -> ApplyResult:
+        self.waiting.set()
         self.gate.wait()
         self.batches.append(len(commands))
         return super().apply(commands)
@@ -39,7 +41,7 @@ def test_group_commit_batches_pending_commands(db_url: str) -> None:
     store = GatedStore(db_url)
     t = ExecutionTracker(store, strict=True)
     first = t.start("skill", "first")  # the writer takes this and waits at the gate
-    time.sleep(0.05)
+    assert store.waiting.wait(5)
     handles = [t.start("skill", f"r{i}") for i in range(50)]
     for h in handles:
         h.finish_success()
@@ -126,7 +128,10 @@ def test_transient_store_failure_is_retried(db_url: str) -> None:
     t = ExecutionTracker(store, strict=True)
     h = t.start("skill")
     h.finish_success()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while store.calls.get("apply", 0) < 1:  # the writer met the failure at least once
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
     store.fail.clear()
     assert t.flush(5)
     assert store.calls["apply"] >= 2
@@ -160,7 +165,7 @@ def test_forked_child_gets_its_own_writer(db_url: str) -> None:
     store = GatedStore(db_url)
     t = ExecutionTracker(store, strict=True)
     t.start("skill", "parent-first")
-    time.sleep(0.05)  # the writer now holds that one at the gate
+    assert store.waiting.wait(5)  # the writer now holds that one at the gate
     parent_handles = [t.start("skill", f"parent-{i}") for i in range(10)]
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
