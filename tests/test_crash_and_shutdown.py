@@ -214,3 +214,25 @@ def test_forked_child_exit_leaves_the_parents_runs_alone(db_url: str) -> None:
     for h in parents:
         h.finish_success()
     t.close()
+
+
+def test_sigterm_handler_only_when_tracking_and_from_the_main_thread(db_url: str) -> None:
+    """A disabled tracker installs nothing; a tracker built in another thread cannot
+    install the handler, and the next one built in the main thread does."""
+    code = """
+import signal, sys, threading
+import exectrack
+url = sys.argv[1]
+exectrack.ExecutionTracker(url, enabled=False)
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+th = threading.Thread(target=exectrack.ExecutionTracker, args=(url,))
+th.start(); th.join()
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+exectrack.ExecutionTracker(url)
+assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code, db_url], capture_output=True, text=True, check=False
+    )
+    assert (out.returncode, out.stdout.strip()) == (0, "ok"), out.stderr

@@ -18,7 +18,8 @@ __all__ = ["EXIT_TIMEOUT", "register_for_shutdown", "shutdown_all"]
 
 EXIT_TIMEOUT = 5.0
 _live: weakref.WeakSet[ExecutionTracker] = weakref.WeakSet()
-_exit_hooks_installed = False
+_atexit_installed = False
+_sigterm_installed = False
 
 
 def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
@@ -32,13 +33,12 @@ def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
 
 
 def register_for_shutdown(tracker: ExecutionTracker, handle_sigterm: bool) -> None:
-    global _exit_hooks_installed
+    global _atexit_installed
     _live.add(tracker)
-    if _exit_hooks_installed:
-        return
-    _exit_hooks_installed = True
-    atexit.register(shutdown_all, EXIT_TIMEOUT)
-    if handle_sigterm:
+    if not _atexit_installed:
+        _atexit_installed = True
+        atexit.register(shutdown_all, EXIT_TIMEOUT)
+    if handle_sigterm and not _sigterm_installed:
         _install_sigterm_handler()
 
 
@@ -48,11 +48,12 @@ def _install_sigterm_handler() -> None:
     Installed only from the main thread and only over the default action: an app's
     own handler is never replaced (its orderly exit reaches the atexit hook anyway).
     """
+    global _sigterm_installed
     if threading.current_thread() is not threading.main_thread():
-        return
-    if not hasattr(signal, "SIGTERM") or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-    signal.signal(signal.SIGTERM, _on_sigterm)
+        return  # signal handlers can only be set there: a later tracker may try again
+    _sigterm_installed = True
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -146,7 +146,8 @@ class ExecutionTracker(TrackerReads):
             )
             if self.reaper:
                 self.monitor.ensure_started()
-        register_for_shutdown(self, env.handle_sigterm)
+        if self.enabled:  # off means off: no exit hook, no signal handler
+            register_for_shutdown(self, env.handle_sigterm)
 
     @property
     def owner(self) -> str:
