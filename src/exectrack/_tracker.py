@@ -98,6 +98,15 @@ class ExecutionTracker(TrackerReads):
         reap_interval: float = DEFAULT_REAP_INTERVAL,
         settings: Settings | None = None,
     ) -> None:
+        if lease is not None and lease <= 0:
+            raise InvalidArgumentError(f"lease={lease!r}: must be > 0 seconds (or None)")
+        beat = heartbeat_interval
+        if beat is None:
+            beat = (lease if lease is not None else DEFAULT_LEASE) / 3
+        if lease is not None and not 0 < beat < lease:
+            raise InvalidArgumentError(
+                f"heartbeat_interval={beat!r}: must be > 0 and shorter than the lease ({lease})"
+            )
         env = settings if settings is not None else Settings.from_env()
         self.enabled: bool = env.enabled if enabled is None else enabled
         self.strict: bool = env.strict if strict is None else strict
@@ -126,13 +135,6 @@ class ExecutionTracker(TrackerReads):
         self._writer: Writer | None = None
         if self.durability == "async":
             self._writer = Writer(self.store, self._report, queue_size=queue_size)
-        if lease is not None and lease <= 0:
-            raise InvalidArgumentError(f"lease={lease!r}: must be > 0 seconds (or None)")
-        beat = heartbeat_interval if heartbeat_interval is not None else (lease or 30.0) / 3
-        if lease is not None and not 0 < beat < lease:
-            raise InvalidArgumentError(
-                f"heartbeat_interval={beat!r}: must be > 0 and shorter than the lease ({lease})"
-            )
         self.lease = lease
         self._lease_us = None if lease is None else round(lease * 1_000_000)
         self.reaper: bool = env.reaper if reaper is None else reaper
@@ -238,7 +240,7 @@ class ExecutionTracker(TrackerReads):
             h.session_id,
             parent_id,
             meta_json,
-            self._owner if self._owner is not None else process_owner(),
+            self.owner,
             h.deadline_at_us,
             lease_until=None if self._lease_us is None else started + self._lease_us,
         )
@@ -356,8 +358,7 @@ class ExecutionTracker(TrackerReads):
             if handle.queued and status is not RunStatus.CANCELED:
                 return FinishResult(False, RunStatus.QUEUED)
             handle._final = status
-        clock = self.clock
-        duration = (clock.monotonic_ns() - handle._t0) / 1e6
+        duration = (self.clock.monotonic_ns() - handle._t0) / 1e6
         meta_json = None
         if metadata or handle._extra:
             merged = dict(handle._meta) if handle._meta else {}
@@ -370,16 +371,7 @@ class ExecutionTracker(TrackerReads):
         self._open_runs.pop(handle.id, None)
         if not handle.recorded:
             return FinishResult(True, status)
-        cmd = FinishRun(
-            handle.id,
-            status,
-            clock.now_us(),
-            duration,
-            None if code is None else normalize_code(code),
-            None if message is None else clean_text(message, MESSAGE_LIMIT, redact=True),
-            retryable,
-            meta_json,
-        )
+        cmd = self._finish_cmd(handle.id, status, duration, code, message, retryable, meta_json)
         writer = self._writer
         if writer is not None:
             if self._failures.deferred is not None:
@@ -394,6 +386,28 @@ class ExecutionTracker(TrackerReads):
         if not result.applied and result.status is not None and result.status.is_terminal:
             handle._final = result.status  # finished elsewhere first (the reaper, say)
         return result
+
+    def _finish_cmd(
+        self,
+        run_id: str,
+        status: RunStatus,
+        duration_ms: float | None,
+        code: str | None,
+        message: str | None,
+        retryable: bool | None,
+        metadata_json: str | None,
+    ) -> FinishRun:
+        """The store command for a finish now: code normalised, message redacted, capped."""
+        return FinishRun(
+            run_id,
+            status,
+            self.clock.now_us(),
+            duration_ms,
+            None if code is None else normalize_code(code),
+            None if message is None else clean_text(message, MESSAGE_LIMIT, redact=True),
+            retryable,
+            metadata_json,
+        )
 
     def _finish_foreign(
         self,
@@ -416,18 +430,8 @@ class ExecutionTracker(TrackerReads):
             if metadata:
                 merged = {**run.metadata, **normalize_metadata(metadata)}
                 meta_json = encode_metadata(merged, self.metadata_limit)
-            return self.store.finish(
-                FinishRun(
-                    run_id,
-                    status,
-                    self.clock.now_us(),
-                    None,
-                    None if code is None else normalize_code(code),
-                    None if message is None else clean_text(message, MESSAGE_LIMIT, redact=True),
-                    retryable,
-                    meta_json,
-                )
-            )
+            cmd = self._finish_cmd(run_id, status, None, code, message, retryable, meta_json)
+            return self.store.finish(cmd)
         except InvalidArgumentError:
             raise
         except Exception as exc:
