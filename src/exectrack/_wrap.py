@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from exectrack._classify import ResultClassifier
 from exectrack._context import current
+from exectrack._default import default_tracker_or_none
 from exectrack._lifecycle import (
     CONSUMER_CLOSED,
     SUCCESS,
@@ -206,12 +207,6 @@ def _async_stream(
     return stream
 
 
-def _default_or_none() -> ExecutionTracker | None:
-    from exectrack._default import default_tracker_or_none
-
-    return default_tracker_or_none()
-
-
 class TrackedRun:
     """What ``with_run(...)`` returns. Each ``with`` block or call records one run."""
 
@@ -248,7 +243,7 @@ class TrackedRun:
         self.classify_result = classify_result
 
     def _resolve(self) -> ExecutionTracker | None:
-        return self._tracker if self._tracker is not None else _default_or_none()
+        return self._tracker if self._tracker is not None else default_tracker_or_none()
 
     def _begin(self, source_ref: str | None) -> Opened:
         t = self._resolve()

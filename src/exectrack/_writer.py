@@ -99,12 +99,12 @@ class Writer:
         followed by its finish, so a run is never left ``running`` by a full queue,
         and the queue never holds more than the bound plus one finish per open run.
         """
+        if self._closed:
+            self._drop(1, "tracker closed: commands after close() are dropped")
+            return False
         pending = self._pending
         if len(pending) >= self._max and type(cmd) is NewRun and not self._wait_for_room():
             self._drop(1, "queue full: the store cannot keep up; new runs are dropped")
-            return False
-        if self._closed:
-            self._drop(1, "tracker closed: commands after close() are dropped")
             return False
         pending.append(cmd)
         if self._idle:
