@@ -23,6 +23,7 @@ __all__ = [
     "Timer",
     "add_json_flag",
     "environment",
+    "measure",
     "median",
     "percentile",
     "remove_db",
@@ -154,6 +155,15 @@ class Timer:
     def stop(self) -> tuple[float, float]:
         wall = time.perf_counter() - self._t0
         return wall, time.process_time() - self._cpu
+
+
+def measure(runs: Callable[[int], None], n: int, warmup: int) -> tuple[float, float]:
+    """``runs(warmup)`` untimed, then (wall, cpu) seconds of ``runs(n)``."""
+    runs(warmup)
+    timer = Timer()
+    timer.start()
+    runs(n)
+    return timer.stop()
 
 
 def summarize(case: Case, samples: list[Sample]) -> dict[str, Any]:

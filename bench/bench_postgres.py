@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import psycopg
 
-from _common import Case, Sample, Timer, add_json_flag, environment, summarize, write_json
+from _common import Case, Sample, Timer, add_json_flag, environment, measure, summarize, write_json
 from exectrack import ExecutionTracker
 from exectrack.stores import redact_url
 from exectrack.stores.postgres import PostgresStore
@@ -188,11 +188,7 @@ def raw_per_statement(*, autocommit: bool) -> CaseFn:
                 commit()
 
         try:
-            runs(warmup)
-            timer = Timer()
-            timer.start()
-            runs(n)
-            wall, cpu = timer.stop()
+            wall, cpu = measure(runs, n, warmup)
         finally:
             conn.close()
         return Sample(n, wall, cpu, schemas.finished_rows(schema), n + warmup)
@@ -225,11 +221,7 @@ def raw_batched(schemas: Schemas, n: int, warmup: int) -> Sample:
                 done += size
 
     try:
-        runs(warmup)
-        timer = Timer()
-        timer.start()
-        runs(n)
-        wall, cpu = timer.stop()
+        wall, cpu = measure(runs, n, warmup)
     finally:
         conn.close()
     return Sample(n, wall, cpu, schemas.finished_rows(schema), n + warmup)

@@ -41,6 +41,7 @@ from _common import (
     Timer,
     add_json_flag,
     environment,
+    measure,
     remove_db,
     sqlite_url,
     summarize,
@@ -221,11 +222,7 @@ def raw_per_commit(db: Path, n: int, warmup: int) -> Sample:
             execute("COMMIT")
 
     try:
-        runs(warmup)
-        timer = Timer()
-        timer.start()
-        runs(n)
-        wall, cpu = timer.stop()
+        wall, cpu = measure(runs, n, warmup)
     finally:
         conn.close()
     return Sample(n, wall, cpu, _finished_rows(db), n + warmup)
@@ -263,11 +260,7 @@ def raw_batched(*, folded: bool) -> CaseFn:
                 done += size
 
         try:
-            runs(warmup)
-            timer = Timer()
-            timer.start()
-            runs(n)
-            wall, cpu = timer.stop()
+            wall, cpu = measure(runs, n, warmup)
         finally:
             conn.close()
         return Sample(n, wall, cpu, _finished_rows(db), n + warmup)
