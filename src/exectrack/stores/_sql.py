@@ -64,7 +64,7 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
             f"duration_ms = COALESCE(?, {d.duration_since_start}), "
             "error_code = ?, error_message = ?, retryable = ?, "
             "metadata = COALESCE({json}, metadata), updated_at = ? "
-            "WHERE id = ? AND finished_at IS NULL AND (status = 'running' OR ? = 'canceled')",
+            f"WHERE id = ? AND {finish_guard('', '?')}",
         )
         self._start_sql = sql(
             d,
@@ -373,8 +373,7 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
                 "error_code = v.error_code, error_message = v.error_message, "
                 "retryable = v.retryable, metadata = COALESCE(v.metadata, runs.metadata), "
                 f"updated_at = v.finished_at FROM ({rows}) AS v WHERE runs.id = v.id "
-                "AND runs.finished_at IS NULL "
-                "AND (runs.status = 'running' OR v.status = 'canceled')"
+                f"AND {finish_guard('runs.', 'v.status')}"
             )
             self._finish_many[n] = text
         return text
@@ -415,6 +414,14 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def finish_guard(table: str, target: str) -> str:
+    """The whole first-terminal-write-wins rule, as SQL: the run is open, and a queued
+    run may only become canceled. ``table``: a column prefix; ``target``: the new
+    status (a parameter or a column)."""
+    return f"{table}finished_at IS NULL AND ({table}status = 'running' OR {target} = 'canceled')"
+
 
 # Rows per multi-row statement: 50 x 18 and 100 x 8 parameters stay under SQLite's
 # oldest limit of 999 bound parameters, 100 SELECTs under its 500 in one UNION.
