@@ -145,7 +145,7 @@ def test_framework_disconnect_recognised_by_name(t: ExecutionTracker) -> None:
     assert (run.status, run.error_code, run.error_message) == (
         RunStatus.CANCELED,
         "client_disconnected",
-        "ClientDisconnect",
+        "the client disconnected",
     )
 
 

@@ -12,6 +12,11 @@ Precedence, first match wins:
 5. ``internal_error``.
 
 Codes are low-cardinality snake_case (``[a-z][a-z0-9_]{0,63}``).
+
+Classifying never raises: a hook that raises or returns something other than an
+``ErrorInfo``, or an exception attribute (``error_code``, ``status_code``,
+``response``, ...) whose property raises, is skipped and recorded in ``problems``
+(the tracker counts it); the user's exception is never replaced.
 """
 
 from __future__ import annotations
@@ -45,6 +50,17 @@ class ErrorInfo:
 
 ResultClassifier = Callable[[Any], ErrorInfo | None]
 Hook = Callable[[BaseException], ErrorInfo | None]
+Problems = list[tuple[str, BaseException]]
+
+
+def _attr(obj: object, name: str, problems: Problems | None) -> Any:
+    """``getattr(obj, name, None)``, where a raising property counts as missing."""
+    try:
+        return getattr(obj, name, None)
+    except Exception as exc:
+        if problems is not None:
+            problems.append((f"classifier: {type(obj).__name__}.{name} raised", exc))
+        return None
 
 
 def normalize_code(raw: object, fallback: str = "internal_error") -> str:
@@ -108,12 +124,12 @@ _NAME_RULES: tuple[tuple[re.Pattern[str], str, bool], ...] = (
 )
 
 
-def _http_status(exc: BaseException) -> int | None:
-    for holder in (exc, getattr(exc, "response", None)):
+def _http_status(exc: BaseException, problems: Problems | None = None) -> int | None:
+    for holder in (exc, _attr(exc, "response", problems)):
         if holder is None:
             continue
         for attr in ("status_code", "status", "code"):
-            value = getattr(holder, attr, None)
+            value = _attr(holder, attr, problems)
             if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
                 return value
     return None
@@ -158,26 +174,44 @@ class ErrorClassifier:
         """Call ``hook(exc)`` first; a non-None :class:`ErrorInfo` wins."""
         self._hooks.append(hook)
 
-    def classify(self, exc: BaseException) -> ErrorInfo:
+    def classify(self, exc: BaseException, problems: Problems | None = None) -> ErrorInfo:
+        """The normalised error for ``exc``; never raises (see the module docstring)."""
         message = exception_message(exc)
-        own = getattr(exc, "error_code", None)
+        own = _attr(exc, "error_code", problems)
         if isinstance(own, str) and own.strip():
-            flag = getattr(exc, "retryable", None)
-            retry = flag if isinstance(flag, bool) else self._lookup(exc)[1]
+            flag = _attr(exc, "retryable", problems)
+            retry = flag if isinstance(flag, bool) else self._lookup(exc, problems)[1]
             return ErrorInfo(normalize_code(own), message, retry)
         for hook in self._hooks:
-            info = hook(exc)
-            if info is not None:
-                return ErrorInfo(normalize_code(info.code), info.message or message, info.retryable)
-        code, retry = self._lookup(exc)
+            try:
+                info: object = hook(exc)
+            except Exception as error:
+                if problems is not None:
+                    problems.append(("classifier hook raised", error))
+                continue
+            if info is None:
+                continue
+            if not isinstance(info, ErrorInfo):
+                if problems is not None:
+                    problems.append(
+                        (
+                            "classifier hook",
+                            TypeError(f"returned {type(info).__name__}, not ErrorInfo or None"),
+                        )
+                    )
+                continue
+            return ErrorInfo(
+                normalize_code(info.code), info.message or message, bool(info.retryable)
+            )
+        code, retry = self._lookup(exc, problems)
         return ErrorInfo(code, message, retry)
 
-    def _lookup(self, exc: BaseException) -> tuple[str, bool]:
+    def _lookup(self, exc: BaseException, problems: Problems | None = None) -> tuple[str, bool]:
         mro = type(exc).__mro__
         for cls in mro:
             if cls in self._types:
                 return self._types[cls]
-        status = _http_status(exc)
+        status = _http_status(exc, problems)
         if status is not None:
             mapped = _from_status(status)
             if mapped is not None:

@@ -5,11 +5,15 @@
 | returned / stream exhausted                | success  | (result classifier)   |
 | raised an ``Exception``                    | error    | from the classifier   |
 | raised ``TimeoutError``                    | timeout  | ``deadline_exceeded`` |
-| ``CancelledError`` (asyncio or futures)    | canceled | ``cancelled``         |
+| ``CancelledError`` (asyncio, futures, trio)| canceled | ``cancelled``         |
 | ``KeyboardInterrupt`` / ``SystemExit(n)``  | canceled | ``interrupted``       |
 | ``SystemExit(0)`` / ``SystemExit(None)``   | success  |                       |
 | consumer closed a stream early             | canceled | ``consumer_closed``   |
 | HTTP client disconnected mid-stream        | canceled | ``client_disconnected`` |
+
+A cancellation's message is a short fixed text per cause (no task reprs, addresses
+or paths), so rows group. Classifying never raises: whatever a hook or an exception
+attribute does, the user's exception stays the one that propagates.
 """
 
 from __future__ import annotations
@@ -19,10 +23,20 @@ import concurrent.futures
 from dataclasses import dataclass
 from typing import Any
 
-from exectrack._classify import ErrorClassifier, ResultClassifier, exception_message
+from exectrack._classify import ErrorClassifier, Problems, ResultClassifier
 from exectrack._model import RunStatus
 
-__all__ = ["ClientDisconnected", "Outcome", "outcome_of_exception", "outcome_of_result"]
+__all__ = [
+    "CANCELLED",
+    "CONSUMER_CLOSED",
+    "SHUTDOWN",
+    "SUCCESS",
+    "ClientDisconnected",
+    "Outcome",
+    "is_cancellation",
+    "outcome_of_exception",
+    "outcome_of_result",
+]
 
 
 class ClientDisconnected(Exception):  # noqa: N818 - named for what happened, like ConnectionReset
@@ -49,23 +63,55 @@ SUCCESS = Outcome(RunStatus.SUCCESS)
 CONSUMER_CLOSED = Outcome(
     RunStatus.CANCELED, "consumer_closed", "the consumer closed the stream early", False
 )
+CANCELLED = Outcome(RunStatus.CANCELED, "cancelled", "the run was cancelled", False)
+CLIENT_DISCONNECTED = Outcome(
+    RunStatus.CANCELED, "client_disconnected", "the client disconnected", False
+)
+SHUTDOWN = Outcome(
+    RunStatus.CANCELED, "shutdown", "the process shut down before the run finished", False
+)
 
 
-def outcome_of_exception(exc: BaseException, classifier: ErrorClassifier) -> Outcome:
-    """The status and error fields for a run that ended by raising ``exc``."""
+def is_cancellation(exc: BaseException) -> bool:
+    """asyncio's or concurrent.futures' ``CancelledError``, or trio's ``Cancelled``
+    (anyio on trio), recognised without importing trio."""
     if isinstance(exc, _CANCELLED):
-        return Outcome(RunStatus.CANCELED, "cancelled", exception_message(exc), False)
+        return True
+    cls = type(exc)
+    return cls.__name__ == "Cancelled" and cls.__module__.partition(".")[0] == "trio"
+
+
+def _exit_code(exc: SystemExit) -> object:
+    try:
+        return exc.code
+    except Exception:  # a subclass whose code property raises: not a clean exit
+        return _exit_code
+
+
+def outcome_of_exception(
+    exc: BaseException, classifier: ErrorClassifier, problems: Problems | None = None
+) -> Outcome:
+    """The status and error fields for a run that ended by raising ``exc``; never
+    raises (``problems`` collects what a classifier hook or attribute did wrong)."""
+    if is_cancellation(exc):
+        return CANCELLED
     if isinstance(exc, GeneratorExit):
         return CONSUMER_CLOSED
     if isinstance(exc, SystemExit):
-        if exc.code is None or exc.code == 0:
+        code = _exit_code(exc)
+        if code is None or (isinstance(code, int) and code == 0):
             return SUCCESS
-        return Outcome(RunStatus.CANCELED, "interrupted", f"SystemExit({exc.code!r})", False)
+        detail = f" with code {code}" if isinstance(code, int) else ""
+        return Outcome(
+            RunStatus.CANCELED, "interrupted", f"the process is exiting (SystemExit{detail})", False
+        )
     if any(cls.__name__ in _DISCONNECT_NAMES for cls in type(exc).__mro__):
-        return Outcome(RunStatus.CANCELED, "client_disconnected", exception_message(exc), False)
+        return CLIENT_DISCONNECTED
     if not isinstance(exc, Exception):
-        return Outcome(RunStatus.CANCELED, "interrupted", exception_message(exc), False)
-    info = classifier.classify(exc)
+        return Outcome(
+            RunStatus.CANCELED, "interrupted", f"interrupted by {type(exc).__name__}", False
+        )
+    info = classifier.classify(exc, problems)
     if isinstance(exc, TimeoutError):
         return Outcome(RunStatus.TIMEOUT, info.code, info.message, info.retryable)
     return Outcome(RunStatus.ERROR, info.code, info.message, info.retryable)
