@@ -24,11 +24,15 @@ class Failures:
         self.by_cause: dict[str, int] = {}
         self.total = 0
         self.deferred: BaseException | None = None
+        self._noted: set[str] = set()
+
+    def reinit(self) -> None:
+        """A new lock (after fork: another thread may have held the old one)."""
+        self._lock = threading.Lock()
 
     def report(self, cause: str, exc: BaseException) -> None:
         """Count ``exc``; log it the first time its cause is seen."""
-        text = str(exc)
-        key = f"{cause}: {type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}"
+        key = f"{cause}: {type(exc).__name__}: {_first_line(exc)}"
         with self._lock:
             self.total += 1
             seen = key in self.by_cause
@@ -42,6 +46,16 @@ class Failures:
                 "(later failures of this kind are only counted)",
                 key,
             )
+
+    def note(self, cause: str, exc: BaseException) -> None:
+        """Log ``exc`` the first time its cause is seen; no count, no strict raise
+        (a store that went away and may come back before anything is lost)."""
+        key = f"{cause}: {type(exc).__name__}: {_first_line(exc)}"
+        with self._lock:
+            if key in self._noted:
+                return
+            self._noted.add(key)
+        log.warning("exectrack: %s; writes are kept queued until it answers", key)
 
     def fail(self, cause: str, exc: BaseException) -> None:
         """A failure in the caller's thread: count it, and raise it in strict mode."""
@@ -59,6 +73,14 @@ class Failures:
     def snapshot(self) -> tuple[int, dict[str, int]]:
         with self._lock:
             return self.total, dict(self.by_cause)
+
+
+def _first_line(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ raises
+        return ""
+    return text.splitlines()[0][:160] if text.strip() else ""
 
 
 def _as_exectrack(exc: BaseException, what: str) -> ExectrackError:

@@ -56,6 +56,9 @@ class NewRun:
     error_message: str | None = None
     retryable: bool | None = None
     lease_until: int | None = None  # the reaper may finish it after this, unless renewed
+    # Writer bookkeeping: set (under the writer's lock) once the writer took this
+    # command from its queue; until then a finish may be folded into it in place.
+    taken: bool = field(default=False, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -230,9 +233,13 @@ class Store(Protocol):
         leases judged at ``now``), sorted by source."""
         ...
 
-    def heartbeat(self, owner: str, at: int, lease_until: int) -> int:
-        """Set ``heartbeat_at``/``lease_until`` on every open run of ``owner`` (one
-        statement); returns how many runs it renewed."""
+    def heartbeat(
+        self, owner: str, at: int, lease_until: int, run_ids: Sequence[str] | None = None
+    ) -> int:
+        """Set ``heartbeat_at``/``lease_until`` on the open runs of ``owner``: all of
+        them, or only those in ``run_ids`` (the runs the process still holds, so a
+        run whose finish was lost stops being renewed and gets reaped); returns how
+        many runs it renewed."""
         ...
 
     def open_owners(self) -> list[str]:

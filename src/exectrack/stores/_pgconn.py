@@ -4,8 +4,10 @@ failed, and the checks that tell a connection the server closed."""
 
 from __future__ import annotations
 
+import logging
 import os
 import select
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ __all__ = [
     "has_input",
     "import_driver",
     "pool_class",
+    "quiet_pool_logs",
 ]
 
 INSTALL_HINT = "pip install 'exectrack[postgres]'"
@@ -102,3 +105,38 @@ def pool_class() -> Any:
 
         _POOL_CLASS = _ForkSafePool
     return _POOL_CLASS
+
+
+class _OncePerMessage(logging.Filter):
+    """psycopg_pool logs every failed reconnect (several a second while a server is
+    down); for exectrack's pool (its threads, or records naming it) each kind of
+    message goes through once, like exectrack's own failure logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = (record.threadName or "").startswith("exectrack") or (
+            isinstance(record.args, tuple) and "exectrack" in record.args
+        )
+        if not ours:
+            return True
+        key = str(record.msg)
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        return True
+
+
+_FILTER: _OncePerMessage | None = None
+
+
+def quiet_pool_logs() -> None:
+    """Install the once-per-message filter on psycopg_pool's logger (once)."""
+    global _FILTER
+    if _FILTER is None:
+        _FILTER = _OncePerMessage()
+        logging.getLogger("psycopg.pool").addFilter(_FILTER)

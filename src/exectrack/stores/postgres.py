@@ -233,6 +233,7 @@ class PostgresStore(SqlStore):
             if self._closed:
                 raise StoreError(f"store {self.url} is closed")
             if self._pool_obj is None:
+                _pgconn.quiet_pool_logs()
                 self._pool_obj = _pgconn.pool_class()(
                     self._conninfo,
                     min_size=self._min_size,
