@@ -4,9 +4,11 @@
   runs whose owner process on this host is gone (``error``/``abandoned`` at once),
   runs past ``deadline_at`` (``timeout``/``deadline_exceeded``) and runs whose lease
   expired (``error``/``abandoned``). A reaped ``queued`` run ends ``canceled``.
-- ``Monitor`` is a tracker's background thread: it renews the leases of the process's
-  open runs with one statement per interval (nothing when there are none) and, when
-  switched on, reaps. ``tick(now)`` is its one step, for tests and custom loops.
+- ``Monitor`` is a tracker's background thread: it renews the leases of the runs the
+  process still holds open with one statement per interval (nothing when there are
+  none) and, when switched on, reaps. A run whose finish could not be written is no
+  longer held, so its lease runs out and the reaper ends it ``abandoned``.
+  ``tick(now)`` is its one step, for tests and custom loops.
 """
 
 from __future__ import annotations
@@ -106,9 +108,10 @@ class Monitor:
         at = tracker.clock.now_us() if now is None else now
         if self.lease is not None and at >= self._next_heartbeat:
             self._next_heartbeat = at + round(self.heartbeat_interval * 1e6)
-            if tracker._open_runs:
+            held = tracker.held_run_ids() if tracker._open_runs else []
+            if held:
                 try:
-                    tracker.store.heartbeat(tracker.owner, at, at + round(self.lease * 1e6))
+                    tracker.store.heartbeat(tracker.owner, at, at + round(self.lease * 1e6), held)
                     self.heartbeats += 1
                 except Exception as exc:
                     tracker._report("heartbeat", exc)

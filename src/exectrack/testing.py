@@ -110,9 +110,11 @@ class FailingStore:
         self._check("summarize")
         return self.inner.summarize(since, now)
 
-    def heartbeat(self, owner: str, at: int, lease_until: int) -> int:
+    def heartbeat(
+        self, owner: str, at: int, lease_until: int, run_ids: Sequence[str] | None = None
+    ) -> int:
         self._check("heartbeat")
-        return self.inner.heartbeat(owner, at, lease_until)
+        return self.inner.heartbeat(owner, at, lease_until, run_ids)
 
     def open_owners(self) -> list[str]:
         self._check("open_owners")

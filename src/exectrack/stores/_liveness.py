@@ -20,6 +20,7 @@ from exectrack.stores._dialect import Cursor, SqlDialect, sql
 __all__ = ["LivenessOps"]
 
 _RETURNING = "id, source, source_ref, owner, status"
+HEARTBEAT_CHUNK = 500  # ids per statement: far below every engine's parameter limit
 
 
 class LivenessOps:
@@ -39,20 +40,32 @@ class LivenessOps:
     def _ensure_ready(self) -> None:
         raise NotImplementedError
 
-    def heartbeat(self, owner: str, at: int, lease_until: int) -> int:
-        """Prove ``owner`` alive: one statement for all its open runs; returns how many."""
+    def heartbeat(
+        self, owner: str, at: int, lease_until: int, run_ids: Sequence[str] | None = None
+    ) -> int:
+        """Prove ``owner`` alive: renew the lease of its open runs (only ``run_ids``
+        among them, when given), in one statement per ``HEARTBEAT_CHUNK`` ids;
+        returns how many runs it renewed."""
         self._ensure_ready()
         ts = self.dialect.ts
-        with self._write_one() as cur:
-            cur.execute(
-                sql(
-                    self.dialect,
-                    "UPDATE runs SET heartbeat_at = ?, lease_until = ? "
-                    "WHERE owner = ? AND finished_at IS NULL",
-                ),
-                (ts(at), ts(lease_until), owner),
-            )
-            return max(cur.rowcount, 0)
+        base = (
+            "UPDATE runs SET heartbeat_at = ?, lease_until = ? "
+            "WHERE owner = ? AND finished_at IS NULL"
+        )
+        params = [ts(at), ts(lease_until), owner]
+        if run_ids is None:
+            with self._write_one() as cur:
+                cur.execute(sql(self.dialect, base), params)
+                return max(cur.rowcount, 0)
+        ids = list(run_ids)
+        renewed = 0
+        for i in range(0, len(ids), HEARTBEAT_CHUNK):
+            chunk = ids[i : i + HEARTBEAT_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            with self._write_one() as cur:
+                cur.execute(sql(self.dialect, f"{base} AND id IN ({marks})"), [*params, *chunk])
+                renewed += max(cur.rowcount, 0)
+        return renewed
 
     def open_owners(self) -> list[str]:
         """The distinct owners of open runs."""
