@@ -373,7 +373,8 @@ def test_fail_open_results_and_exceptions_unchanged(
     assert len(stats.failures_by_cause) == 1
     assert caplog.text.count("injected store failure") == 1
     if durability == "async":
-        assert stats.dropped == 14 and stats.committed == 0
+        # 7 runs, each one queue entry (start and finish folded) or two: all lost
+        assert 7 <= stats.dropped <= 14 and stats.committed == 0
     t.close()
 
 

@@ -1,64 +1,121 @@
-"""Process exit: at interpreter exit and on SIGTERM, every live tracker flushes and
-finishes its open runs as ``canceled``/``shutdown``, within one time budget."""
+"""Process exit: every live tracker flushes and finishes its open runs as
+``canceled``/``shutdown``, within one time budget, however the process ends.
+
+- Interpreter exit: an ``atexit`` hook (inherited by forked children that exit
+  through ``sys.exit``).
+- A ``multiprocessing`` child (``Process``, ``Pool`` and ``ProcessPoolExecutor``
+  workers, every start method) ends with ``os._exit`` after running
+  ``multiprocessing``'s finalisers, not ``atexit``: a finaliser is registered in the
+  child when it opens its first run.
+- SIGTERM with the default action: exectrack's handler shuts down, then lets the
+  process die of the signal. An application's own SIGTERM handler (a server's
+  graceful shutdown) is kept and chained: the signal marks the process as
+  terminating, from then on every finish is committed before it returns and a
+  cancellation is recorded as ``shutdown``, and the application's handler runs as
+  before. Signal handlers can only be set from the main thread: a tracker created
+  elsewhere installs it at the first run the main thread opens.
+- A store that is down is not waited for: exit takes at most ``EXIT_TIMEOUT``, and
+  well under a second when the store is unreachable.
+"""
 
 from __future__ import annotations
 
 import atexit
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from exectrack import _owner
 
 if TYPE_CHECKING:
     from exectrack._tracker import ExecutionTracker
 
-__all__ = ["EXIT_TIMEOUT", "register_for_shutdown", "shutdown_all"]
+__all__ = ["EXIT_TIMEOUT", "on_first_run", "register_for_shutdown", "shutdown_all"]
 
 EXIT_TIMEOUT = 5.0
 _live: weakref.WeakSet[ExecutionTracker] = weakref.WeakSet()
 _atexit_installed = False
-_sigterm_installed = False
+_hooks_generation = -1  # the fork generation whose per-process hooks are in place
+_sigterm_wanted = False  # a tracker asked for the handler; set it from the main thread
+_installed: object = None  # the SIGTERM disposition exectrack last set or accepted
+_main_ident = threading.main_thread().ident
+terminating = False  # SIGTERM was passed on to the application's own handler
 
 
 def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
-    """Shut every live tracker down within one time budget; returns runs finished."""
+    """Shut every live tracker of this process down within one time budget;
+    returns how many runs it finished. Cheap when called twice."""
     deadline = time.monotonic() + timeout
+    trackers = [t for t in list(_live) if not t._closed]
+    for tracker in trackers:
+        tracker._shutting = True  # from here on new runs are not recorded
     finished = 0
-    for tracker in list(_live):
-        if not tracker._closed:
-            finished += tracker.shutdown(max(0.0, deadline - time.monotonic()))
+    for tracker in trackers:
+        finished += tracker.shutdown(max(0.0, deadline - time.monotonic()))
     return finished
 
 
 def register_for_shutdown(tracker: ExecutionTracker, handle_sigterm: bool) -> None:
-    global _atexit_installed
+    global _atexit_installed, _sigterm_wanted
     _live.add(tracker)
     if not _atexit_installed:
         _atexit_installed = True
         atexit.register(shutdown_all, EXIT_TIMEOUT)
-    if handle_sigterm and not _sigterm_installed:
+    if handle_sigterm:
+        _sigterm_wanted = True
+        _install_sigterm_handler()
+
+
+def needs_hooks() -> bool:
+    """Whether ``on_first_run`` has work to do (a cheap check for the hot path): a
+    new process, or, on the main thread, a SIGTERM disposition exectrack did not set."""
+    return _hooks_generation != _owner.generation or (
+        _sigterm_wanted
+        and threading.get_ident() == _main_ident
+        and signal.getsignal(signal.SIGTERM) is not _installed
+    )
+
+
+def on_first_run() -> None:
+    """Per-process hooks that can only be set later than tracker creation: the
+    multiprocessing finaliser of a child process, the SIGTERM handler (main thread)."""
+    global _hooks_generation
+    if _hooks_generation != _owner.generation:
+        _hooks_generation = _owner.generation
+        process = sys.modules.get("multiprocessing.process")
+        util = sys.modules.get("multiprocessing.util")
+        if process is not None and util is not None and process.parent_process() is not None:
+            util.Finalize(None, shutdown_all, args=(EXIT_TIMEOUT,), exitpriority=0)
+    if _sigterm_wanted:
         _install_sigterm_handler()
 
 
 def _install_sigterm_handler() -> None:
-    """On SIGTERM, shut trackers down, then die of SIGTERM as if we were not here.
+    global _installed
+    if threading.get_ident() != _main_ident or not hasattr(signal, "SIGTERM"):
+        return  # signal handlers can only be set there: the main thread's next run will
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _installed:
+        return
+    if current is signal.SIG_DFL:
+        current = _on_sigterm
+        signal.signal(signal.SIGTERM, current)
+    elif callable(current) and not isinstance(current, _Chained) and current is not _on_sigterm:
+        current = _Chained(current)
+        signal.signal(signal.SIGTERM, current)
+    _installed = current  # (SIG_IGN, or a handler set outside Python: left alone)
 
-    Installed only from the main thread and only over the default action: an app's
-    own handler is never replaced (its orderly exit reaches the atexit hook anyway).
-    """
-    global _sigterm_installed
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set there: a later tracker may try again
-    _sigterm_installed = True
-    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
 
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    # Shut down in a helper thread, so a lock the interrupted code holds can only
-    # cost the budget, never hang the process.
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Shut trackers down, then die of the signal as if exectrack were not here."""
+    # In a helper thread, so a lock the interrupted code holds can only cost the
+    # budget, never hang the process.
     helper = threading.Thread(target=shutdown_all, args=(EXIT_TIMEOUT,), daemon=True)
     helper.start()
     helper.join(EXIT_TIMEOUT + 1)
@@ -68,9 +125,31 @@ def _on_sigterm(signum: int, frame: object) -> None:
     os._exit(128 + signum)  # pragma: no cover
 
 
+class _Chained:
+    """The application's SIGTERM handler, with the process marked terminating first:
+    the application shuts down its own way (a server drains its requests), and every
+    run that ends meanwhile is committed before the process can die."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Callable[[int, FrameType | None], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+        global terminating
+        terminating = True
+        return self.previous(signum, frame)
+
+    def __repr__(self) -> str:
+        return f"<exectrack SIGTERM hook chained to {self.previous!r}>"
+
+
 def _forget_parent_runs() -> None:
     """A forked child does not own the runs its parent had open: its exit (or SIGTERM)
     must not finish them, and its heartbeat must not count them."""
+    global terminating, _main_ident
+    terminating = False
+    _main_ident = threading.main_thread().ident
     for tracker in list(_live):
         tracker._open_runs.clear()
 

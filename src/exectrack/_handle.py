@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from contextvars import Token
 
     from exectrack._tracker import ExecutionTracker
+    from exectrack.stores import NewRun
 
 __all__ = ["RunHandle", "null_handle"]
 
@@ -22,9 +23,12 @@ class RunHandle:
     change nothing and report the first status."""
 
     __slots__ = (
+        "_cmd",
         "_extra",
         "_final",
+        "_gen",
         "_meta",
+        "_settling",
         "_t0",
         "_token",
         "_tracker",
@@ -54,6 +58,9 @@ class RunHandle:
     _extra: dict[str, Any] | None
     _final: RunStatus | None
     _token: Token[RunHandle | None] | None  # set while a ``with`` block holds the run
+    _gen: int  # the fork generation that opened it: a forked child never finishes it
+    _cmd: NewRun | None  # its create while queued in the writer (a finish folds in)
+    _settling: bool  # a synchronous finish of it is being written
 
     @property
     def started_at(self) -> datetime:
@@ -77,9 +84,14 @@ class RunHandle:
     def update_metadata(self, fields: Mapping[str, Any]) -> None:
         if self._final is not None:
             return
-        if self._extra is None:
-            self._extra = {}
-        self._extra.update(fields)
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = {}
+        try:
+            extra.update(fields)
+        except Exception as exc:  # a mapping whose items() raises: never into the host
+            if self._tracker is not None:
+                self._tracker._problem("metadata", exc)
 
     def mark_running(self) -> FinishResult:
         """Move a queued run to running (a no-op for a running or finished run)."""
@@ -137,7 +149,8 @@ def null_handle(source: str, source_ref: str | None = None) -> RunHandle:
     h.id = new_run_id()
     h.source, h.source_ref, h.session_id, h.parent_id = source, source_ref, None, None
     h.queued, h.recorded, h._tracker = False, False, None
-    h._extra = h._meta = None
+    h._extra = h._meta = h._cmd = None
     h._final = h._token = None
+    h._gen, h._settling = 0, False
     h._t0, h.started_at_us, h.deadline_at_us = 0, 0, None
     return h

@@ -11,9 +11,12 @@ import os
 import secrets
 import socket
 
-__all__ = ["owner_alive", "parse_owner", "process_owner", "start_token"]
+__all__ = ["generation", "owner_alive", "parse_owner", "process_owner", "start_token"]
 
 _owner: str | None = None
+# Bumped in a forked child: a run opened under another generation is the parent's,
+# and nothing this process does may finish it.
+generation = 0
 
 
 def start_token(pid: int) -> str | None:
@@ -67,8 +70,9 @@ def owner_alive(owner: str) -> bool | None:
 
 
 def _reset_after_fork() -> None:
-    global _owner
+    global _owner, generation
     _owner = None
+    generation += 1
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

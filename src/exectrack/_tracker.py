@@ -1,8 +1,16 @@
 """The ExecutionTracker: start, finish, and the one place a run's lifecycle is written.
 
-Recording never breaks the host: a store failure is logged once per cause, counted,
-and the host's call goes on untouched (strict mode raises instead). A handle finishes
-once; later finishes return ``FinishResult(applied=False, status=<first status>)``.
+Recording never breaks the host: a store failure, an unprintable value or a broken
+classifier is logged once per cause, counted, and the host's call goes on untouched
+(strict mode raises instead). A handle finishes once, locally, whatever its
+metadata; later finishes return ``FinishResult(applied=False, status=<first status>)``.
+
+What ``applied`` means: with ``durability="sync"`` the store's own answer (a run
+another process finished first is ``applied=False`` with that process's status, and
+racing finishers of one handle are all told the status that was stored). With the
+default ``"async"`` it means "this was the run's first finish in this process, and it
+is queued"; whether the store took it shows in ``stats()`` (``not_applied``,
+``dropped``) and in the stored run.
 """
 
 from __future__ import annotations
@@ -11,34 +19,38 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from exectrack import _exit, _owner
+from exectrack._breaker import Breaker
 from exectrack._classify import ErrorClassifier, ResultClassifier, normalize_code
 from exectrack._clock import Clock, SystemClock
 from exectrack._config import Durability, Settings
 from exectrack._context import current
-from exectrack._exit import register_for_shutdown
 from exectrack._failures import Failures
 from exectrack._handle import RunHandle, null_handle
-from exectrack._lifecycle import Outcome
-from exectrack._model import (
-    RunStatus,
-    datetime_to_us,
-    new_run_id,
-    validate_source,
-)
+from exectrack._lifecycle import CANCELLED, SHUTDOWN, Outcome, outcome_of_exception
+from exectrack._model import RunStatus, datetime_to_us, new_run_id, validate_source
 from exectrack._owner import process_owner
 from exectrack._reads import TrackerReads
 from exectrack._redact import (
     DEFAULT_METADATA_LIMIT,
+    Problems,
     clean_text,
     encode_metadata,
     normalize_metadata,
 )
-from exectrack._writer import DEFAULT_QUEUE_SIZE, Writer, WriterStats
+from exectrack._writer import (
+    DEFAULT_QUEUE_SIZE,
+    EXIT_STALLED,
+    Writer,
+    WriterStats,
+    log_unwritten,
+)
 from exectrack.errors import InvalidArgumentError
 from exectrack.monitor import DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, Monitor
 from exectrack.stores import FinishResult, FinishRun, MarkRunning, NewRun, Store, open_store
@@ -52,13 +64,15 @@ log = logging.getLogger("exectrack")
 
 MESSAGE_LIMIT = 4096
 REF_LIMIT = 512
+TERMINATING_FLUSH = 2.0  # seconds a finish waits for its commit once SIGTERM was seen
 
 Deadline = datetime | timedelta | float | int | None
 
 
 @dataclass(frozen=True, slots=True)
 class TrackerStats:
-    """Health of the write path. ``dropped`` runs were never written."""
+    """Health of the write path. ``dropped`` runs were never written; ``unavailable``:
+    the store failed its last attempt and nothing waits for it until it answers."""
 
     enabled: bool
     durability: Durability
@@ -69,6 +83,7 @@ class TrackerStats:
     dropped: int
     failures: int
     failures_by_cause: dict[str, int]
+    unavailable: bool = False
 
 
 class ExecutionTracker(TrackerReads):
@@ -127,14 +142,21 @@ class ExecutionTracker(TrackerReads):
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._owner = owner
         self._open_runs: dict[str, RunHandle] = {}
-        self._finish_lock = threading.Lock()  # makes a handle's first finish atomic
         self._failures = Failures(self.strict)
         self._report = self._failures.report
         self._fail = self._failures.fail
+        self._init_locks()
         self._closed = False
+        self._shutting = False  # exit began: new runs are no longer recorded
         self._writer: Writer | None = None
+        self._breaker: Breaker | None = None
+        self._dropped = 0  # synchronous writes skipped while the store was down
         if self.durability == "async":
-            self._writer = Writer(self.store, self._report, queue_size=queue_size)
+            self._writer = Writer(
+                self.store, self._report, self._failures.note, queue_size=queue_size
+            )
+        else:
+            self._breaker = Breaker(self.store.schema_version)
         self.lease = lease
         self._lease_us = None if lease is None else round(lease * 1_000_000)
         self.reaper: bool = env.reaper if reaper is None else reaper
@@ -148,12 +170,25 @@ class ExecutionTracker(TrackerReads):
             )
             if self.reaper:
                 self.monitor.ensure_started()
+        _trackers.add(self)
         if self.enabled:  # off means off: no exit hook, no signal handler
-            register_for_shutdown(self, env.handle_sigterm)
+            _exit.register_for_shutdown(self, env.handle_sigterm)
+
+    def _init_locks(self) -> None:
+        self._finish_lock = threading.Lock()  # makes a handle's first finish atomic
+        self._settled = threading.Condition(self._finish_lock)  # sync finishes' losers
 
     @property
     def owner(self) -> str:
         return self._owner if self._owner is not None else process_owner()
+
+    def _problems(self, problems: Problems) -> None:
+        """Count (and log once) what went wrong with a value; never raise here."""
+        for what, exc in problems:
+            self._report(what, exc)
+
+    def _problem(self, what: str, exc: BaseException) -> None:
+        self._report(what, exc)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -163,12 +198,22 @@ class ExecutionTracker(TrackerReads):
             if self._failures.deferred is not None:
                 self._failures.raise_deferred()
             return writer.submit(cmd)
+        return self._sync_write("start", self.store.create, cmd) is not None
+
+    def _sync_write(self, what: str, op: Any, arg: Any) -> Any:
+        """``op(arg)`` on the store, skipped (and counted) while its breaker is open;
+        None when it failed or was skipped."""
+        breaker = self._breaker
+        if breaker is not None and breaker.open:
+            self._dropped += 1
+            return None
         try:
-            self.store.create(cmd)
+            return op(arg)
         except Exception as exc:
-            self._fail("start", exc)
-            return False
-        return True
+            if breaker is not None:
+                breaker.trip(exc)
+            self._fail(what, exc)
+            return None
 
     def start(
         self,
@@ -201,13 +246,18 @@ class ExecutionTracker(TrackerReads):
         clean: bool = True,
     ) -> RunHandle:
         """Open a run. ``clean=False``: source_ref/session_id are already storable."""
+        if _exit.needs_hooks():
+            _exit.on_first_run()
         clock = self.clock
         h = RunHandle.__new__(RunHandle)
         h.id = new_run_id()
         h.source = source
+        problems: Problems = []
         if clean:
-            source_ref = None if source_ref is None else clean_text(source_ref, REF_LIMIT)
-            session_id = None if session_id is None else clean_text(session_id, REF_LIMIT)
+            if source_ref is not None:
+                source_ref = clean_text(source_ref, REF_LIMIT, problems=problems)
+            if session_id is not None:
+                session_id = clean_text(session_id, REF_LIMIT, problems=problems)
         h.source_ref = source_ref
         h.session_id = session_id
         if parent_id is None:
@@ -216,18 +266,20 @@ class ExecutionTracker(TrackerReads):
         h.parent_id = parent_id
         h.queued = queued
         h._tracker = self
-        h._extra = None
-        h._final = None
-        h._token = None
+        h._extra = h._final = h._token = h._cmd = None
+        h._gen = _owner.generation
+        h._settling = False
         h._t0 = clock.monotonic_ns()
         h.started_at_us = started = clock.now_us()
         h.deadline_at_us = None if deadline is None else _deadline_us(deadline, started)
         meta_json = None
         if metadata:
-            h._meta = normalize_metadata(metadata)
+            h._meta = normalize_metadata(metadata, limit=self.metadata_limit, problems=problems)
             meta_json = encode_metadata(h._meta, self.metadata_limit)
         else:
             h._meta = None
+        if problems:
+            self._problems(problems)
         h.recorded = False
         if not self.enabled or self._closed:
             return h
@@ -244,8 +296,13 @@ class ExecutionTracker(TrackerReads):
             h.deadline_at_us,
             lease_until=None if self._lease_us is None else started + self._lease_us,
         )
-        h.recorded = self._create(cmd)
         self._open_runs[h.id] = h
+        if self._shutting:  # exit began: it may not see this run, so it is not recorded
+            self._open_runs.pop(h.id, None)
+            return h
+        h.recorded = self._create(cmd)
+        if h.recorded and self._writer is not None:
+            h._cmd = cmd
         monitor = self.monitor
         if monitor is not None and monitor._thread is None:
             monitor.ensure_started()
@@ -264,14 +321,11 @@ class ExecutionTracker(TrackerReads):
                 return FinishResult(True, RunStatus.RUNNING)
         cmd = MarkRunning(run_id, self.clock.now_us())
         if self._writer is not None and handle is not None:
-            self._writer.submit(cmd)
+            self._writer.start(handle._cmd, cmd)
             return FinishResult(True, RunStatus.RUNNING)
         self.flush()
-        try:
-            return self.store.start(run_id, cmd.at)
-        except Exception as exc:
-            self._fail("mark_running", exc)
-            return FinishResult(False, None)
+        result = self._sync_write("mark_running", lambda c: self.store.start(c.id, c.at), cmd)
+        return result if isinstance(result, FinishResult) else FinishResult(False, None)
 
     def finish_success(
         self, target: RunHandle | str, *, metadata: Mapping[str, Any] | None = None
@@ -293,7 +347,9 @@ class ExecutionTracker(TrackerReads):
             raise InvalidArgumentError("finish_error needs an exception or a code/message")
         status = RunStatus.ERROR
         if error is not None:
-            info = self.classifier.classify(error)
+            problems: Problems = []
+            info = self.classifier.classify(error, problems)
+            self._problems(problems)
             code = code or info.code
             message = message or info.message
             retryable = info.retryable if retryable is None else retryable
@@ -328,6 +384,8 @@ class ExecutionTracker(TrackerReads):
 
     def _end(self, handle: RunHandle, outcome: Outcome) -> None:
         """End a run from a wrapper: never raises into the host (unless strict)."""
+        if outcome is CANCELLED and _exit.terminating:
+            outcome = SHUTDOWN  # the server cancelled it because the process is ending
         try:
             self._finish(
                 handle, outcome.status, outcome.code, outcome.message, outcome.retryable, None
@@ -336,6 +394,14 @@ class ExecutionTracker(TrackerReads):
             if self.strict:
                 raise
             self._report("finish", exc)
+
+    def _end_exc(self, handle: RunHandle, exc: BaseException) -> None:
+        """End a run that raised ``exc``; what classifying it did wrong is counted."""
+        problems: Problems = []
+        outcome = outcome_of_exception(exc, self.classifier, problems)
+        if problems:
+            self._problems(problems)
+        self._end(handle, outcome)
 
     def _finish(
         self,
@@ -352,40 +418,91 @@ class ExecutionTracker(TrackerReads):
                 return self._finish_foreign(target, status, code, message, retryable, metadata)
         else:
             handle = target
-        with self._finish_lock:
-            if handle._final is not None:
-                return FinishResult(False, handle._final)
-            if handle.queued and status is not RunStatus.CANCELED:
-                return FinishResult(False, RunStatus.QUEUED)
-            handle._final = status
+        if handle._gen != _owner.generation:
+            return FinishResult(False, None)  # the parent's run, seen by a forked child
+        # Build the command before taking the lock (metadata may be slow); never raises.
         duration = (self.clock.monotonic_ns() - handle._t0) / 1e6
-        meta_json = None
-        if metadata or handle._extra:
-            merged = dict(handle._meta) if handle._meta else {}
-            if handle._extra:
-                merged.update(normalize_metadata(handle._extra))
-            if metadata:
-                merged.update(normalize_metadata(metadata))
-            meta_json = encode_metadata(merged, self.metadata_limit)
-        handle._meta = handle._extra = None
-        self._open_runs.pop(handle.id, None)
-        if not handle.recorded:
-            return FinishResult(True, status)
-        cmd = self._finish_cmd(handle.id, status, duration, code, message, retryable, meta_json)
+        cmd = self._finish_cmd(
+            handle.id, status, duration, code, message, retryable, self._metadata(handle, metadata)
+        )
         writer = self._writer
+        with self._finish_lock:
+            second = handle._final is not None
+            if second:
+                pass  # told outside the lock, once the first finish settled
+            elif handle.queued and status is not RunStatus.CANCELED:
+                return FinishResult(False, RunStatus.QUEUED)
+            else:
+                handle._final = status
+                handle._meta = handle._extra = None
+                self._open_runs.pop(handle.id, None)
+                if not handle.recorded:
+                    return FinishResult(True, status)
+                if writer is not None:
+                    # Queued under the lock: an exit that finds the run finished knows
+                    # its finish is already queued, so its last flush writes it.
+                    new, handle._cmd = handle._cmd, None
+                    writer.finish(new, cmd)
+                else:
+                    handle._settling = True
+        if second:
+            return self._first_finish(handle)
         if writer is not None:
+            if _exit.terminating:
+                writer.flush(TERMINATING_FLUSH)
             if self._failures.deferred is not None:
                 self._failures.raise_deferred()
-            writer.submit(cmd)
             return FinishResult(True, status)
+        return self._finish_sync(handle, cmd)
+
+    def _first_finish(self, handle: RunHandle) -> FinishResult:
+        """What a second finish of ``handle`` is told: the first one's status (in sync
+        mode, once the store said what it kept)."""
+        if handle._settling:
+            with self._settled:
+                while handle._settling:
+                    self._settled.wait(1.0)
+        return FinishResult(False, handle._final)
+
+    def _finish_sync(self, handle: RunHandle, cmd: FinishRun) -> FinishResult:
+        final = handle._final
+        result = FinishResult(False, None)
         try:
-            result = self.store.finish(cmd)
-        except Exception as exc:
-            self._fail("finish", exc)
-            return FinishResult(False, None)
-        if not result.applied and result.status is not None and result.status.is_terminal:
-            handle._final = result.status  # finished elsewhere first (the reaper, say)
+            stored = self._sync_write("finish", self.store.finish, cmd)
+            if isinstance(stored, FinishResult):
+                result = stored
+                if not stored.applied and stored.status is not None and stored.status.is_terminal:
+                    final = stored.status  # finished elsewhere first (the reaper, say)
+        finally:
+            with self._settled:
+                handle._final = final
+                handle._settling = False
+                self._settled.notify_all()
         return result
+
+    def _metadata(self, handle: RunHandle, metadata: Mapping[str, Any] | None) -> str | None:
+        """The run's final metadata as JSON (start, then annotations, then ``metadata``),
+        or None when nothing changes; never raises (what went wrong is counted)."""
+        extra = handle._extra
+        if not metadata and not extra:
+            return None
+        problems: Problems = []
+        text = None
+        try:
+            merged = dict(handle._meta) if handle._meta else {}
+            if extra:
+                merged.update(
+                    normalize_metadata(extra, limit=self.metadata_limit, problems=problems)
+                )
+            if metadata:
+                merged.update(
+                    normalize_metadata(metadata, limit=self.metadata_limit, problems=problems)
+                )
+            text = encode_metadata(merged, self.metadata_limit)
+        except Exception as exc:  # not a mapping, say: the run still ends
+            problems.append(("metadata", exc))
+        self._problems(problems)
+        return text
 
     def _finish_cmd(
         self,
@@ -398,13 +515,19 @@ class ExecutionTracker(TrackerReads):
         metadata_json: str | None,
     ) -> FinishRun:
         """The store command for a finish now: code normalised, message redacted, capped."""
+        problems: Problems = []
+        text = None
+        if message is not None:
+            text = clean_text(message, MESSAGE_LIMIT, redact=True, problems=problems)
+        if problems:
+            self._problems(problems)
         return FinishRun(
             run_id,
             status,
             self.clock.now_us(),
             duration_ms,
             None if code is None else normalize_code(code),
-            None if message is None else clean_text(message, MESSAGE_LIMIT, redact=True),
+            text,
             retryable,
             metadata_json,
         )
@@ -466,39 +589,47 @@ class ExecutionTracker(TrackerReads):
 
     # -- flushing, stats, shutdown -----------------------------------------------------
 
+    def held_run_ids(self) -> list[str]:
+        """Ids of the recorded runs this process still holds open (the heartbeat
+        renews exactly these)."""
+        gen = _owner.generation
+        return [h.id for h in list(self._open_runs.values()) if h.recorded and h._gen == gen]
+
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until every write queued so far is committed. True when drained."""
+        """Wait until every write queued so far is committed. True when drained;
+        False at once while the store is down (queued writes are kept for later)."""
         ok = True if self._writer is None else self._writer.flush(timeout)
         self._failures.raise_deferred()
         return ok
 
     def shutdown(self, timeout: float = 5.0) -> int:
-        """Flush, then finish every run this tracker still has open as
-        ``canceled``/``shutdown`` and flush again, within ``timeout`` seconds.
-        Runs at interpreter exit and on SIGTERM; returns how many runs it finished."""
+        """Finish every run this tracker still has open as ``canceled``/``shutdown``
+        and flush, within ``timeout`` seconds; runs opened later are not recorded.
+        Runs at interpreter exit, at a multiprocessing child's end and on SIGTERM;
+        returns how many runs it finished."""
+        self._shutting = True
         deadline = time.monotonic() + timeout
         finished = 0
+        gen = _owner.generation
         try:
-            if self._writer is not None:
-                self._writer.flush(max(0.0, deadline - time.monotonic()))
             for handle in list(self._open_runs.values()):
                 if time.monotonic() >= deadline:
                     break
+                if handle._gen != gen:
+                    continue
+                outcome = SHUTDOWN
                 result = self._finish(
-                    handle,
-                    RunStatus.CANCELED,
-                    "shutdown",
-                    "the process shut down before the run finished",
-                    False,
-                    None,
+                    handle, outcome.status, outcome.code, outcome.message, False, None
                 )
                 finished += result.applied
-            if self._writer is not None:
-                self._writer.flush(max(0.0, deadline - time.monotonic()))
+            writer = self._writer
+            remaining = max(0.0, deadline - time.monotonic())
+            if writer is not None and not writer.flush(remaining, stalled=EXIT_STALLED):
+                log_unwritten(writer)
         except Exception as exc:  # exiting: report, never raise
             self._report("shutdown", exc)
         if self.monitor is not None:
-            self.monitor.stop(max(0.0, deadline - time.monotonic()))
+            self.monitor.stop(min(0.2, max(0.0, deadline - time.monotonic())))
         return finished
 
     def close(self, timeout: float | None = 10.0) -> bool:
@@ -519,6 +650,7 @@ class ExecutionTracker(TrackerReads):
     def stats(self) -> TrackerStats:
         w = self._writer.stats() if self._writer is not None else WriterStats(0, 0, 0, 0, 0)
         total, failures = self._failures.snapshot()
+        breaker = self._breaker
         return TrackerStats(
             enabled=self.enabled,
             durability=self.durability,
@@ -526,9 +658,10 @@ class ExecutionTracker(TrackerReads):
             queued=w.queued,
             committed=w.committed,
             not_applied=w.not_applied,
-            dropped=w.dropped,
+            dropped=w.dropped + self._dropped,
             failures=total,
             failures_by_cause=failures,
+            unavailable=w.down or (breaker is not None and breaker.open),
         )
 
     def __enter__(self) -> ExecutionTracker:
@@ -552,3 +685,19 @@ def _deadline_us(deadline: datetime | timedelta | float | int, started_us: int) 
     raise InvalidArgumentError(
         f"deadline={deadline!r}: pass an aware datetime, a timedelta or seconds >= 0"
     )
+
+
+_trackers: weakref.WeakSet[ExecutionTracker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Locks another thread held at fork() stay held forever in the child: replace
+    them, and the breaker whose probe thread did not survive."""
+    for tracker in list(_trackers):
+        tracker._init_locks()
+        tracker._failures.reinit()
+        if tracker._breaker is not None:
+            tracker._breaker.reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -24,11 +24,10 @@ from exectrack._lifecycle import (
     CONSUMER_CLOSED,
     SUCCESS,
     Outcome,
-    outcome_of_exception,
     outcome_of_result,
 )
 from exectrack._model import validate_source
-from exectrack._redact import clean_text, normalize_metadata
+from exectrack._redact import Problems, clean_text, normalize_metadata
 from exectrack._tracker import REF_LIMIT, Deadline, ExecutionTracker, RunHandle, null_handle
 from exectrack.errors import InvalidArgumentError
 
@@ -89,7 +88,7 @@ async def _follow_coroutine(
     try:
         result = await coro
     except BaseException as exc:
-        t._end(h, outcome_of_exception(exc, t.classifier))
+        t._end_exc(h, exc)
         raise
     finally:
         current.reset(token)
@@ -120,7 +119,7 @@ def _drive_sync(
             return stop.value
         except BaseException as exc:
             if t is not None and h is not None:
-                t._end(h, outcome_of_exception(exc, t.classifier))
+                t._end_exc(h, exc)
             raise
         finally:
             if token is not None:
@@ -158,7 +157,7 @@ def _async_stream(
             it = make(*args, **kwargs)
         except BaseException as exc:
             if t is not None and h is not None:
-                t._end(h, outcome_of_exception(exc, t.classifier))
+                t._end_exc(h, exc)
             raise
         asend = getattr(it, "asend", None)
         send: Any = None
@@ -182,7 +181,7 @@ def _async_stream(
                 return
             except BaseException as exc:
                 if t is not None and h is not None:
-                    t._end(h, outcome_of_exception(exc, t.classifier))
+                    t._end_exc(h, exc)
                 raise
             finally:
                 if token is not None:
@@ -211,6 +210,7 @@ class TrackedRun:
     """What ``with_run(...)`` returns. Each ``with`` block or call records one run."""
 
     __slots__ = (
+        "_problems",
         "_tracker",
         "classify_result",
         "deadline",
@@ -233,17 +233,36 @@ class TrackedRun:
     ) -> None:
         self._tracker = tracker
         self.source = validate_source(source)
-        self.source_ref = None if source_ref is None else clean_text(source_ref, REF_LIMIT)
-        self.session_id = None if session_id is None else clean_text(session_id, REF_LIMIT)
-        normalize_metadata(metadata)  # a bad value is an error here, not at every call
+        # A value whose __str__ raises gets a placeholder, counted on the tracker when
+        # one is known (for the default tracker, at the first use: decorating at
+        # import time opens nothing).
+        problems: Problems = []
+        if source_ref is not None:
+            source_ref = clean_text(source_ref, REF_LIMIT, problems=problems)
+        if session_id is not None:
+            session_id = clean_text(session_id, REF_LIMIT, problems=problems)
+        self.source_ref = source_ref
+        self.session_id = session_id
+        normalize_metadata(metadata, problems=problems)  # not a mapping: an error here
         self.metadata = metadata
+        self._problems: Problems | None = problems or None
+        if problems and tracker is not None:
+            self._report_problems(tracker)
         self.deadline = deadline
         if classify_result is not None and not callable(classify_result):
             raise InvalidArgumentError("classify_result must be callable")
         self.classify_result = classify_result
 
     def _resolve(self) -> ExecutionTracker | None:
-        return self._tracker if self._tracker is not None else default_tracker_or_none()
+        t = self._tracker if self._tracker is not None else default_tracker_or_none()
+        if self._problems is not None and t is not None:
+            self._report_problems(t)
+        return t
+
+    def _report_problems(self, tracker: ExecutionTracker) -> None:
+        problems, self._problems = self._problems, None
+        if problems:
+            tracker._problems(problems)
 
     def _begin(self, source_ref: str | None) -> Opened:
         t = self._resolve()
@@ -293,7 +312,7 @@ class TrackedRun:
         if exc is None:
             t._end(h, _result_outcome(t, None, None))
         else:
-            t._end(h, outcome_of_exception(exc, t.classifier))
+            t._end_exc(h, exc)
 
     async def __aenter__(self) -> RunHandle:
         return self.__enter__()
@@ -333,7 +352,7 @@ class TrackedRun:
                 try:
                     result = await func(*args, **kwargs)
                 except BaseException as exc:
-                    t._end(h, outcome_of_exception(exc, t.classifier))
+                    t._end_exc(h, exc)
                     raise
                 finally:
                     current.reset(token)
@@ -352,7 +371,7 @@ class TrackedRun:
                 try:
                     gen = func(*args, **kwargs)
                 except BaseException as exc:
-                    t._end(h, outcome_of_exception(exc, t.classifier))
+                    t._end_exc(h, exc)
                     raise
                 return (yield from _drive_sync(t, h, gen, classify))
 
@@ -368,7 +387,7 @@ class TrackedRun:
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                t._end(h, outcome_of_exception(exc, t.classifier))
+                t._end_exc(h, exc)
                 raise
             finally:
                 current.reset(token)

@@ -8,7 +8,9 @@ racing finishers, the reaper and normal completion can never disagree.
 from __future__ import annotations
 
 import abc
+import os
 import threading
+import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -52,6 +54,7 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
         d = self.dialect
         self._ready = False
         self._ready_lock = threading.Lock()
+        _sql_stores.add(self)
         self._insert_sql = sql(
             d,
             f"INSERT INTO runs ({COLS}) VALUES ("
@@ -462,3 +465,16 @@ def _check_finish(cmd: FinishRun) -> None:
         raise InvalidArgumentError(
             f"cannot finish run {cmd.id} with non-terminal status {cmd.status.value!r}"
         )
+
+
+_sql_stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A thread of the parent may have been migrating (holding the lock) at fork():
+    the child gets a new lock, or its first write would wait forever."""
+    for store in list(_sql_stores):
+        store._ready_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -286,9 +286,32 @@ def _translate(exc: BaseException, what: str) -> StoreError:
     return StoreError(message)
 
 
+# fork() while one of our threads is inside a write transaction would hand the child
+# SQLite's in-process record of a lock its process does not hold: the child's own
+# connections would then wait for it forever. So fork waits for the write to end.
+_held_at_fork: list[threading.RLock] = []
+
+
+def _before_fork() -> None:
+    for store in list(_live_stores):
+        if not store.memory:
+            store._wlock.acquire()
+            _held_at_fork.append(store._wlock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
 def _after_fork_in_child() -> None:
+    _held_at_fork.clear()
     for store in list(_live_stores):
         store._after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
