@@ -30,6 +30,7 @@ from pathlib import Path
 from exectrack import __version__, query
 from exectrack import _cli_format as fmt
 from exectrack._config import Settings
+from exectrack._echo import ECHO_LIMIT
 from exectrack._model import Run, RunStatus
 from exectrack.errors import ConfigError, ExectrackError
 from exectrack.stores import RunFilter, Store, open_store, redact_url
@@ -88,7 +89,7 @@ def _show(args: argparse.Namespace, run: Run) -> int:
 def _cmd_get(args: argparse.Namespace, store: Store) -> int:
     run = query.get_run(store, args.id)
     if run is None:
-        return _error(f"no run with id {fmt.cell(args.id)}")
+        return _error(f"no run with id {fmt.cell(args.id, ECHO_LIMIT)}")
     return _show(args, run)
 
 

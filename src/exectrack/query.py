@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from exectrack._echo import echo
 from exectrack._model import Run, RunStatus, datetime_to_us, validate_source
 from exectrack.errors import InvalidArgumentError
 from exectrack.stores._base import Page, RunFilter, Store
@@ -55,7 +56,7 @@ def parse_time(text: str | datetime, *, now: datetime | None = None) -> datetime
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidArgumentError(
-            f"cannot read time {text!r}: use ISO 8601 (2026-11-25T10:00:00Z) "
+            f"cannot read time {echo(text)}: use ISO 8601 (2026-11-25T10:00:00Z) "
             "or an age such as 30s, 15m, 2h, 7d"
         ) from None
     if value.tzinfo is None:
@@ -79,7 +80,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         return int(us), run_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgumentError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a previous page"
+            f"invalid cursor {echo(cursor)}: pass the next_cursor of a previous page"
         ) from None
 
 
@@ -134,7 +135,7 @@ def list_runs(
     first, and runs inserted while paging never make a page repeat or skip a run.
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidArgumentError(f"limit={limit}: must be between 1 and {MAX_PAGE_SIZE}")
+        raise InvalidArgumentError(f"limit={echo(limit)}: must be between 1 and {MAX_PAGE_SIZE}")
     after = None if cursor is None else decode_cursor(cursor)
     runs = store.list_runs(flt or RunFilter(), limit=limit + 1, cursor=after)
     if len(runs) > limit:
