@@ -1,7 +1,11 @@
-"""The CLI under hostile input: an error is one short line and exit 1, never a
-traceback."""
+"""The CLI under hostile input: times out of range are one line and exit 1 (never a
+traceback), and an error line stays short."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -28,6 +32,51 @@ def migrated(url: str) -> None:
     store = open_store(url)
     store.migrate()
     store.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exectrack.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+# -- times out of range (issue 7, item 10) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs", "list", "--since", "1000000d"],
+        ["runs", "list", "--since", "99999999999h"],
+        ["runs", "list", "--until", "1000000d"],
+        ["runs", "stats", "--since", "99999999999h"],
+        ["runs", "latest", "--until", "9999-12-31T23:59:59-05:00"],
+        ["report", "--since", "1000000d"],
+        ["report", "--since", "0001-01-01T00:00:00+05:00"],
+    ],
+)
+def test_a_time_out_of_range_is_one_line(
+    capsys: pytest.CaptureFixture[str], db_url: str, args: list[str]
+) -> None:
+    """Every command that takes a time names the bad value and exits 1."""
+    migrated(db_url)
+    code, out, err = cli(capsys, "--database", db_url, *args)
+    assert_one_error_line(code, out, err, "out of range", repr(args[-1]))
+
+
+def test_a_time_out_of_range_in_a_subprocess_prints_no_traceback(db_url: str) -> None:
+    """The real command: `--since 1000000d` is one line and exit 1, not an OverflowError."""
+    migrated(db_url)
+    for args in (["runs", "list", "--since", "1000000d"], ["report", "--since", "99999999999h"]):
+        done = run_cli("--database", db_url, *args)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr.startswith(f"exectrack: time {args[-1]!r} is out of range")
+        assert done.stderr.count("\n") == 1
 
 
 # -- echoed input stays short (issue 7, item 12) -----------------------------------------

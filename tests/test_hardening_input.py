@@ -1,7 +1,9 @@
-"""Hostile input through the public API: no error message repeats more than a short
-prefix of what it was given."""
+"""Hostile input through the public API: times out of range are InvalidArgumentError,
+and no error message repeats more than a short prefix of what it was given."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -11,6 +13,41 @@ from exectrack.stores.sqlite import SQLiteStore
 
 HUGE = "x" * 100_000
 SHORT = 400  # no message that repeats input may be longer than this
+
+
+# -- times out of range (issue 7, item 10) -----------------------------------------------
+
+OUT_OF_RANGE = [
+    "1000000d",
+    "99999999999h",
+    "9" * 400 + "s",
+    "9999-12-31T23:59:59-05:00",
+    "0001-01-01T00:00:00+05:00",
+    datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))),
+]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE, ids=lambda v: str(v)[:30])
+def test_a_time_out_of_range_is_an_invalid_argument(value: str | datetime) -> None:
+    """parse_time (and every filter and report built on it) names the value instead of
+    raising OverflowError."""
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        query.parse_time(value)
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        query.make_filter(since=value)
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        query.make_filter(until=value)
+    store = SQLiteStore(":memory:")
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        query.report(store, since=value)
+
+
+def test_times_at_the_edges_of_the_range_still_work() -> None:
+    """The first and last representable UTC times are accepted, and ages up to them."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert query.parse_time("0001-01-01T00:00:00Z") == datetime(1, 1, 1, tzinfo=UTC)
+    assert query.parse_time("9999-12-31T23:59:59Z").year == 9999
+    assert query.parse_time("700000d", now=now).year < 200
 
 
 # -- echoed input stays short (issue 7, item 12) -----------------------------------------
