@@ -1,16 +1,19 @@
-"""The CLI under hostile input: times out of range are one line and exit 1 (never a
-traceback), and an error line stays short."""
+"""The CLI under hostile input: unusable URLs and times out of range are one line and
+exit 1 (never a traceback), and an error line stays short."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from exectrack.cli import main
 from exectrack.stores import open_store
+
+SECRET = "hunter2-not-for-logs"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -42,6 +45,49 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         env={**os.environ, **(env or {})},
         timeout=60,
         check=False,
+    )
+
+
+# -- unusable database URLs (issue 7, item 9) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("sqlite://[x/runs.db", "cannot parse database URL"),
+        (f"postgresql://u:{SECRET}@[::1/db", "cannot parse database URL"),
+        (f"postgresql://u:{SECRET}@127.0.0.1:99999/db", "use 1-65535"),
+        ("sqlite:///a%00b.db", "NUL"),
+    ],
+)
+def test_an_unusable_url_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str, needle: str
+) -> None:
+    """From --database or EXECTRACK_DATABASE_URL: one line, password redacted, exit 1."""
+    for command in (["runs", "list"], ["migrate"]):
+        code, out, err = cli(capsys, "--database", url, *command)
+        assert_one_error_line(code, out, err, needle)
+        assert SECRET not in err
+    monkeypatch.setenv("EXECTRACK_DATABASE_URL", url)
+    code, out, err = cli(capsys, "runs", "stats")
+    assert_one_error_line(code, out, err, needle)
+
+
+def test_a_directory_as_database_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A directory is not a database: said in one line by reads and by migrate."""
+    for command in (["runs", "list"], ["migrate"]):
+        code, out, err = cli(capsys, "--database", str(tmp_path), *command)
+        assert_one_error_line(code, out, err, "is a directory")
+
+
+def test_an_unparsable_url_in_a_subprocess_prints_no_traceback() -> None:
+    """The real command, as a user runs it: one line on stderr, exit 1."""
+    done = run_cli("runs", "list", env={"EXECTRACK_DATABASE_URL": "sqlite://[x/runs.db"})
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "exectrack: cannot parse database URL 'sqlite://[x/runs.db': Invalid IPv6 URL\n"
     )
 
 

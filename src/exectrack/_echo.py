@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ECHO_LIMIT", "echo"]
+__all__ = ["ECHO_LIMIT", "echo", "echo_url"]
 
 ECHO_LIMIT = 80
 
@@ -21,3 +21,11 @@ def echo(value: object, limit: int = ECHO_LIMIT) -> str:
     except Exception:  # a broken __repr__, or an int too long to print
         return f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def echo_url(url: str) -> str:
+    """:func:`echo` of a database URL, its password replaced by ``***`` first (so a
+    cut can never leave part of a password out of the redaction's reach)."""
+    from exectrack._redact import redact_text  # this module stays free of imports
+
+    return echo(redact_text(url))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError
 from exectrack.stores._base import (
     ApplyResult,
@@ -42,12 +43,21 @@ def open_store(url: str | os.PathLike[str]) -> Store:
     ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, a
     plain file path (SQLite), or ``postgresql://user:password@host:5432/db`` (also
     ``postgres://``; needs ``pip install 'exectrack[postgres]'``). Connections open,
-    and migrations run, on first use.
+    and migrations run, on first use. A URL that cannot be parsed or used is a
+    ConfigError, with any password redacted.
     """
     text = os.fspath(url).strip()
     if not text:
         raise ConfigError("empty database URL")
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+    elif text.lower().startswith(_URL_PREFIXES):
+        raise ConfigError(
+            f"database URL {echo_url(text)} has no '//': "
+            "use sqlite:///path.db or postgresql://user@host/db"
+        )
+    else:
+        scheme = ""
     if scheme == "":
         from exectrack.stores.sqlite import SQLiteStore
 
@@ -61,9 +71,12 @@ def open_store(url: str | os.PathLike[str]) -> Store:
 
         return PostgresStore.from_url(text)
     raise ConfigError(
-        f"unsupported database URL scheme {scheme!r} in {redact_url(text)!r}; "
+        f"unsupported database URL scheme {echo(scheme)} in {echo_url(text)}; "
         "use sqlite:///path.db or postgresql://user@host/db"
     )
+
+
+_URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:")
 
 
 def redact_url(url: str) -> str:

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
 from exectrack.stores._dialect import runs_table_v1
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
@@ -58,6 +59,7 @@ _DIALECT = SqlDialect(
 )
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+_MAX_BUSY_TIMEOUT_MS = 2**31 - 1  # sqlite3_busy_timeout takes a C int
 _TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "read-only")
 
 _live_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
@@ -69,19 +71,23 @@ _inherited: list[Any] = []
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``.
 
-    Query options: ``synchronous`` (off/normal/full/extra), ``busy_timeout`` (ms).
+    Query options: ``synchronous`` (off/normal/full/extra), ``busy_timeout`` (ms). A URL
+    that cannot be parsed is a ConfigError.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse database URL {echo_url(url)}: {exc}") from None
     if parts.scheme != "sqlite":
-        raise ConfigError(f"not a sqlite URL: {url!r}")
+        raise ConfigError(f"not a sqlite URL: {echo_url(url)}")
     if parts.netloc:
         raise ConfigError(
-            f"sqlite URL {url!r} has a host part; use sqlite:///relative.db, "
+            f"sqlite URL {echo_url(url)} has a host part; use sqlite:///relative.db, "
             "sqlite:////absolute/path.db or sqlite:///:memory:"
         )
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if not path:
-        raise ConfigError(f"sqlite URL {url!r} names no file; e.g. sqlite:///runs.db")
+        raise ConfigError(f"sqlite URL {echo_url(url)} names no file; e.g. sqlite:///runs.db")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     return path, options
 
@@ -98,12 +104,21 @@ class SQLiteStore(SqlStore):
         busy_timeout_ms: int = 5000,
     ) -> None:
         path = os.fspath(path)
+        if "\x00" in path:
+            raise ConfigError(f"database path {echo(path)} contains a NUL character")
         if synchronous.lower() not in _SYNCHRONOUS:
-            raise ConfigError(f"synchronous={synchronous!r}: use one of {', '.join(_SYNCHRONOUS)}")
-        if busy_timeout_ms < 0:
-            raise ConfigError(f"busy_timeout={busy_timeout_ms}: must be >= 0 ms")
+            raise ConfigError(
+                f"synchronous={echo(synchronous)}: use one of {', '.join(_SYNCHRONOUS)}"
+            )
+        if not 0 <= busy_timeout_ms <= _MAX_BUSY_TIMEOUT_MS:
+            raise ConfigError(
+                f"busy_timeout={busy_timeout_ms}: must be between 0 and {_MAX_BUSY_TIMEOUT_MS} ms"
+            )
         self.memory = path == ":memory:"
-        self.path = path if self.memory else str(Path(path).expanduser())
+        try:
+            self.path = path if self.memory else str(Path(path).expanduser())
+        except RuntimeError as exc:  # ~unknown_user
+            raise ConfigError(f"cannot use database path {echo(path)}: {exc}") from None
         self.url = "sqlite:///" + self.path
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = busy_timeout_ms
@@ -117,13 +132,13 @@ class SQLiteStore(SqlStore):
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:
             raise ConfigError(
-                f"unknown sqlite URL option(s) {', '.join(sorted(unknown))} in {url!r}; "
-                "known: synchronous, busy_timeout"
+                f"unknown sqlite URL option(s) {echo(', '.join(sorted(unknown)))} in "
+                f"{echo_url(url)}; known: synchronous, busy_timeout"
             )
         try:
             timeout = int(options.get("busy_timeout", "5000"))
         except ValueError:
-            raise ConfigError(f"busy_timeout in {url!r} is not an integer") from None
+            raise ConfigError(f"busy_timeout in {echo_url(url)} is not an integer") from None
         return cls(path, synchronous=options.get("synchronous", "normal"), busy_timeout_ms=timeout)
 
     # -- connections ----------------------------------------------------------------
@@ -158,6 +173,8 @@ class SQLiteStore(SqlStore):
                 self._use_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except (sqlite3.Error, OSError) as exc:
+            if not self.memory and os.path.isdir(self.path):
+                raise StoreError(f"cannot open {self.url}: {self.path} is a directory") from exc
             raise _translate(exc, f"cannot open {self.url}") from exc
         with self._conns_lock:
             self._conns.append(conn)
