@@ -1,9 +1,10 @@
 """The CLI under hostile input: unusable URLs and times out of range are one line and
-exit 1 (never a traceback), and an error line stays short."""
+exit 1 (never a traceback), and no command but `migrate` creates or changes a database."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,17 @@ from exectrack.cli import main
 from exectrack.stores import open_store
 
 SECRET = "hunter2-not-for-logs"
+
+READ_COMMANDS = [
+    ["runs", "list"],
+    ["runs", "list", "--json"],
+    ["runs", "get", "0190c3a2-0000-7000-8000-000000000000"],
+    ["runs", "latest"],
+    ["runs", "stats"],
+    ["report"],
+    ["reap", "--dry-run"],
+    ["reap"],
+]
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -123,6 +135,80 @@ def test_a_time_out_of_range_in_a_subprocess_prints_no_traceback(db_url: str) ->
         assert (done.returncode, done.stdout) == (1, "")
         assert done.stderr.startswith(f"exectrack: time {args[-1]!r} is out of range")
         assert done.stderr.count("\n") == 1
+
+
+# -- reads never create or migrate (issue 7, item 11) ------------------------------------
+
+
+def _foreign_database(path: Path) -> None:
+    """Another application's SQLite file: one table, the default rollback journal."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.commit()
+    conn.close()
+
+
+def _shape(path: Path) -> tuple[list[str], str, list[str]]:
+    """The tables, the journal mode, and the files next to the database."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master ORDER BY name")]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+    return tables, mode, sorted(p.name for p in path.parent.iterdir())
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_no_command_but_migrate_changes_another_applications_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    """Reads, report and reap on a SQLite file without exectrack's schema: one line that
+    says to run `exectrack migrate`, and the file keeps its tables and journal mode."""
+    path = tmp_path / "app.db"
+    _foreign_database(path)
+    before = _shape(path)
+    code, out, err = cli(capsys, "--database", str(path), *command)
+    assert_one_error_line(code, out, err, "has no exectrack schema", "`exectrack migrate`")
+    assert _shape(path) == before == (["notes"], "delete", ["app.db"])
+
+
+def test_migrate_is_the_command_that_creates_the_schema(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """After an explicit `migrate`, the same file serves every read command."""
+    path = tmp_path / "app.db"
+    _foreign_database(path)
+    code, _, _ = cli(capsys, "--database", str(path), "migrate")
+    assert code == 0
+    for command in READ_COMMANDS:
+        code, _, err = cli(capsys, "--database", str(path), *command)
+        assert code == 0 or "no run" in err, (command, err)  # get and latest: no run yet
+        assert "schema" not in err
+
+
+def test_reads_on_a_missing_file_create_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No command but migrate creates a database file or its directory."""
+    path = tmp_path / "nowhere" / "runs.db"
+    for command in READ_COMMANDS:
+        code, out, err = cli(capsys, "--database", str(path), *command)
+        assert_one_error_line(code, out, err, "no database at")
+    assert not path.parent.exists()
+
+
+def test_a_read_command_in_a_subprocess_leaves_a_foreign_file_alone(tmp_path: Path) -> None:
+    """The real command on another application's file: one line, file unchanged."""
+    path = tmp_path / "app.db"
+    _foreign_database(path)
+    done = run_cli("--database", str(path), "runs", "list")
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"exectrack: database sqlite:///{path} has no exectrack schema; run `exectrack migrate`\n"
+    )
+    assert _shape(path) == (["notes"], "delete", ["app.db"])
 
 
 # -- echoed input stays short (issue 7, item 12) -----------------------------------------

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def open_store(url: str | os.PathLike[str]) -> Store:
+def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
     """Open the store a URL names, without connecting yet.
 
     ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, a
@@ -45,6 +45,12 @@ def open_store(url: str | os.PathLike[str]) -> Store:
     ``postgres://``; needs ``pip install 'exectrack[postgres]'``). Connections open,
     and migrations run, on first use. A URL that cannot be parsed or used is a
     ConfigError, with any password redacted.
+
+    ``migrate=False`` opens an existing exectrack database and changes nothing about
+    it: no database file, schema or migration is ever created, and SQLite's journal
+    mode is left as it is. A database without exectrack's schema (or with an older
+    one) is then a SchemaError at first use; one migrated by a newer exectrack is a
+    SchemaTooNewError either way.
     """
     text = os.fspath(url).strip()
     if not text:
@@ -61,15 +67,15 @@ def open_store(url: str | os.PathLike[str]) -> Store:
     if scheme == "":
         from exectrack.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(text)
+        return SQLiteStore(text, migrate=migrate)
     if scheme == "sqlite":
         from exectrack.stores.sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(text)
+        return SQLiteStore.from_url(text, migrate=migrate)
     if scheme in ("postgresql", "postgres"):
         from exectrack.stores.postgres import PostgresStore
 
-        return PostgresStore.from_url(text)
+        return PostgresStore.from_url(text, migrate=migrate)
     raise ConfigError(
         f"unsupported database URL scheme {echo(scheme)} in {echo_url(text)}; "
         "use sqlite:///path.db or postgresql://user@host/db"

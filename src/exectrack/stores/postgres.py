@@ -195,6 +195,7 @@ class PostgresStore(SqlStore):
         pool_min_size: int | None = None,
         pool_max_size: int | None = None,
         pool_timeout: float | None = None,
+        migrate: bool = True,
     ) -> None:
         self._psycopg, self._psycopg_pool = _pgconn.import_driver()
         self.url = redact_text(url.strip())
@@ -237,12 +238,12 @@ class PostgresStore(SqlStore):
         ).digest()
         self._lock_key = int.from_bytes(digest, "big", signed=True)
         self._reset_pool()
-        super().__init__()
+        super().__init__(migrate=migrate)
         _live_stores.add(self)
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
-        return cls(url)
+    def from_url(cls, url: str, *, migrate: bool = True) -> PostgresStore:
+        return cls(url, migrate=migrate)
 
     # -- the pool -------------------------------------------------------------------
 

@@ -3,6 +3,9 @@
 Safe for several threads (one connection per thread, writes serialised by a process
 lock in front of SQLite's own file lock) and several processes on one file. A forked
 child opens its own connections and never touches its parent's.
+
+``migrate=False`` opens an existing database as it is: the file is never created
+(``mode=rw``), the schema never created or upgraded, the journal mode never changed.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class SQLiteStore(SqlStore):
         *,
         synchronous: str = "normal",
         busy_timeout_ms: int = 5000,
+        migrate: bool = True,
     ) -> None:
         path = os.fspath(path)
         if "\x00" in path:
@@ -123,11 +127,11 @@ class SQLiteStore(SqlStore):
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = busy_timeout_ms
         self._reset_connections()
-        super().__init__()
+        super().__init__(migrate=migrate)
         _live_stores.add(self)
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, migrate: bool = True) -> SQLiteStore:
         path, options = parse_sqlite_url(url)
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:
@@ -139,7 +143,12 @@ class SQLiteStore(SqlStore):
             timeout = int(options.get("busy_timeout", "5000"))
         except ValueError:
             raise ConfigError(f"busy_timeout in {echo_url(url)} is not an integer") from None
-        return cls(path, synchronous=options.get("synchronous", "normal"), busy_timeout_ms=timeout)
+        return cls(
+            path,
+            synchronous=options.get("synchronous", "normal"),
+            busy_timeout_ms=timeout,
+            migrate=migrate,
+        )
 
     # -- connections ----------------------------------------------------------------
 
@@ -160,25 +169,46 @@ class SQLiteStore(SqlStore):
         if self._closed:
             raise StoreError(f"store {self.url} is closed")
         try:
-            if not self.memory:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout_ms / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            if not self.memory:
-                self._use_wal(conn)
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn = self._open()
         except (sqlite3.Error, OSError) as exc:
-            if not self.memory and os.path.isdir(self.path):
-                raise StoreError(f"cannot open {self.url}: {self.path} is a directory") from exc
-            raise _translate(exc, f"cannot open {self.url}") from exc
+            raise self._open_error(exc) from exc
         with self._conns_lock:
             self._conns.append(conn)
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        changes = self._migrates and not self.memory  # may create the file and set WAL
+        if changes:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        target, uri = self.path, False
+        if not self._migrates and not self.memory:  # mode=rw: never creates the file
+            target, uri = Path(self.path).absolute().as_uri() + "?mode=rw", True
+        conn = sqlite3.connect(
+            target,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            if changes:
+                self._use_wal(conn)
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        if not self.memory and os.path.isdir(self.path):
+            return StoreError(f"cannot open {self.url}: {self.path} is a directory")
+        if not self._migrates and not self.memory and not os.path.exists(self.path):
+            return StoreError(
+                f"no database at {self.path}; `exectrack migrate` creates it "
+                "(a store opened with migrate=False never does)"
+            )
+        return _translate(exc, f"cannot open {self.url}")
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL. Switching a new file needs an exclusive lock that SQLite does
