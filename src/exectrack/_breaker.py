@@ -1,8 +1,11 @@
 """The breaker of the synchronous write path: a store that is down costs nothing.
 
-After a write failed with :class:`~exectrack.errors.StoreUnavailableError`, writes
-skip the store at once (each skip is counted) while a background thread probes it
-with a read, backing off up to a second apart; the first answer closes the breaker.
+After a write failed with :class:`~exectrack.errors.StoreUnavailableError` *slowly*
+(it waited ``SLOW`` seconds or more: a server that does not answer, a pool that
+cannot connect), writes skip the store at once (each skip is counted) while a
+background thread probes it with a read, backing off up to half a second apart; the
+first answer closes the breaker. A failure that costs the caller little (a killed
+connection, a replaced file) opens nothing: the next write simply tries again.
 (The background writer of the default path has its own breaker: it keeps retrying
 its batch, see ``_writer``.)
 """
@@ -17,7 +20,8 @@ from exectrack.errors import StoreUnavailableError
 
 __all__ = ["Breaker"]
 
-RETRY_MAX = 1.0
+RETRY_MAX = 0.5
+SLOW = 0.25  # seconds a failed write must have waited to open the breaker
 
 
 class Breaker:
@@ -33,9 +37,10 @@ class Breaker:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def trip(self, exc: BaseException) -> None:
-        """Open on an unavailable store (other failures say nothing about it)."""
-        if not isinstance(exc, StoreUnavailableError):
+    def trip(self, exc: BaseException, waited: float) -> None:
+        """Open on a store that was unavailable after ``waited`` seconds (other
+        failures, and fast ones, say nothing about waiting for it)."""
+        if not isinstance(exc, StoreUnavailableError) or waited < SLOW:
             return
         with self._lock:
             if self.open:

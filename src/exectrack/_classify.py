@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from exectrack._echo import echo
 from exectrack.errors import InvalidArgumentError
 
 __all__ = [
@@ -78,7 +79,7 @@ def normalize_code(raw: object, fallback: str = "internal_error") -> str:
 def _validated_code(code: str) -> str:
     if _CODE_RE.fullmatch(code) is None:
         raise InvalidArgumentError(
-            f"error code {code!r} is not snake_case ([a-z][a-z0-9_]{{0,63}})"
+            f"error code {echo(code)} is not snake_case ([a-z][a-z0-9_]{{0,63}})"
         )
     return code
 
@@ -167,7 +168,7 @@ class ErrorClassifier:
     ) -> None:
         """Map ``exc_type`` (and its subclasses) to ``code``."""
         if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-            raise InvalidArgumentError(f"{exc_type!r} is not an exception type")
+            raise InvalidArgumentError(f"{echo(exc_type)} is not an exception type")
         self._types[exc_type] = (_validated_code(code), bool(retryable))
 
     def add_hook(self, hook: Hook) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from exectrack._echo import echo
 from exectrack.errors import ConfigError
 
 __all__ = ["Durability", "Settings", "default_database_path", "parse_bool"]
@@ -43,7 +44,7 @@ def parse_bool(name: str, raw: str | None, default: bool) -> bool:
     if value in _ON:
         return True
     raise ConfigError(
-        f"{name}={raw!r} is not a boolean; use one of 1/0, true/false, on/off, yes/no"
+        f"{name}={echo(raw)} is not a boolean; use one of 1/0, true/false, on/off, yes/no"
     )
 
 
@@ -83,7 +84,7 @@ class Settings:
             enabled = True
         durability_raw = (env.get("EXECTRACK_DURABILITY") or "async").strip().lower()
         if durability_raw not in ("async", "sync"):
-            raise ConfigError(f"EXECTRACK_DURABILITY={durability_raw!r}: use 'async' or 'sync'")
+            raise ConfigError(f"EXECTRACK_DURABILITY={echo(durability_raw)}: use 'async' or 'sync'")
         durability: Durability = "sync" if durability_raw == "sync" else "async"
         url = (env.get("EXECTRACK_DATABASE_URL") or "").strip() or None
         return cls(

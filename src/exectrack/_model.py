@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from exectrack._echo import echo
 from exectrack.errors import InvalidArgumentError
 
 __all__ = [
@@ -53,18 +54,20 @@ class RunStatus(enum.StrEnum):
         """Parse a status string exactly; an unknown status is an error, never coerced."""
         if isinstance(value, RunStatus):
             return value
-        try:
-            return cls(value)
-        except ValueError:
+        status = _STATUS_BY_VALUE.get(value) if isinstance(value, str) else None
+        if status is None:  # looked up, not cls(value): its error would repr the input
             allowed = ", ".join(s.value for s in cls)
             raise InvalidArgumentError(
-                f"unknown run status {value!r}; expected one of: {allowed}"
-            ) from None
+                f"unknown run status {echo(value)}; expected one of: {allowed}"
+            )
+        return status
 
     @classmethod
     def terminal(cls) -> frozenset[RunStatus]:
         return TERMINAL_STATUSES
 
+
+_STATUS_BY_VALUE: dict[str, RunStatus] = {s.value: s for s in RunStatus}
 
 TERMINAL_STATUSES: frozenset[RunStatus] = frozenset(
     {RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELED, RunStatus.TIMEOUT}
@@ -86,7 +89,7 @@ def validate_source(source: str) -> str:
     """Return ``source`` if it is a valid source name, else raise InvalidArgumentError."""
     if not isinstance(source, str) or _SOURCE_RE.fullmatch(source) is None:
         raise InvalidArgumentError(
-            f"invalid source {source!r}: use 1-64 characters from [a-z0-9_.-] "
+            f"invalid source {echo(source)}: use 1-64 characters from [a-z0-9_.-] "
             "(built-in: chat, skill, heartbeat)"
         )
     return str(source)

@@ -31,6 +31,7 @@ from exectrack._classify import ErrorClassifier, ResultClassifier, normalize_cod
 from exectrack._clock import Clock, SystemClock
 from exectrack._config import Durability, Settings
 from exectrack._context import current
+from exectrack._echo import echo
 from exectrack._failures import Failures
 from exectrack._handle import RunHandle, null_handle
 from exectrack._lifecycle import CANCELLED, SHUTDOWN, Outcome, outcome_of_exception
@@ -114,20 +115,20 @@ class ExecutionTracker(TrackerReads):
         settings: Settings | None = None,
     ) -> None:
         if lease is not None and lease <= 0:
-            raise InvalidArgumentError(f"lease={lease!r}: must be > 0 seconds (or None)")
+            raise InvalidArgumentError(f"lease={echo(lease)}: must be > 0 seconds (or None)")
         beat = heartbeat_interval
         if beat is None:
             beat = (lease if lease is not None else DEFAULT_LEASE) / 3
         if lease is not None and not 0 < beat < lease:
             raise InvalidArgumentError(
-                f"heartbeat_interval={beat!r}: must be > 0 and shorter than the lease ({lease})"
+                f"heartbeat_interval={echo(beat)}: must be > 0 and shorter than the lease ({lease})"
             )
         env = settings if settings is not None else Settings.from_env()
         self.enabled: bool = env.enabled if enabled is None else enabled
         self.strict: bool = env.strict if strict is None else strict
         self.durability: Durability = env.durability if durability is None else durability
         if self.durability not in ("async", "sync"):
-            raise InvalidArgumentError(f"durability={durability!r}: use 'async' or 'sync'")
+            raise InvalidArgumentError(f"durability={echo(durability)}: use 'async' or 'sync'")
         if isinstance(store, str | os.PathLike):
             self.store: Store = open_store(store)
             self._owns_store = True
@@ -207,11 +208,12 @@ class ExecutionTracker(TrackerReads):
         if breaker is not None and breaker.open:
             self._dropped += 1
             return None
+        began = time.monotonic()
         try:
             return op(arg)
         except Exception as exc:
             if breaker is not None:
-                breaker.trip(exc)
+                breaker.trip(exc, time.monotonic() - began)
             self._fail(what, exc)
             return None
 
@@ -683,7 +685,7 @@ def _deadline_us(deadline: datetime | timedelta | float | int, started_us: int) 
     if isinstance(deadline, int | float) and not isinstance(deadline, bool) and deadline >= 0:
         return started_us + round(deadline * 1_000_000)
     raise InvalidArgumentError(
-        f"deadline={deadline!r}: pass an aware datetime, a timedelta or seconds >= 0"
+        f"deadline={echo(deadline)}: pass an aware datetime, a timedelta or seconds >= 0"
     )
 
 

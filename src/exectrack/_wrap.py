@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from exectrack._classify import ResultClassifier
 from exectrack._context import current
 from exectrack._default import default_tracker_or_none
+from exectrack._echo import echo
 from exectrack._lifecycle import (
     CONSUMER_CLOSED,
     SUCCESS,
@@ -329,7 +330,7 @@ class TrackedRun:
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         if not callable(func):
-            raise InvalidArgumentError(f"with_run decorates a callable, not {func!r}")
+            raise InvalidArgumentError(f"with_run decorates a callable, not {echo(func)}")
         ref = self.source_ref
         if ref is None:
             ref = clean_text(_qualname(func), REF_LIMIT)

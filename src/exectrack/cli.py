@@ -12,9 +12,11 @@
 
 People get an aligned table or a ``key: value`` listing; ``--json`` prints one JSON
 document whose timestamps are UTC ISO 8601 ending in ``Z``. A user error (a bad
-filter, cursor or database URL, an unknown id, a schema newer than this code) prints
-one ``exectrack: ...`` line on stderr and exits 1; argparse's usage errors exit 2.
-Every command reads through :mod:`exectrack.query`, the same path as the HTTP API.
+filter, cursor, time or database URL, an unknown id, a database without exectrack's
+schema or with a newer one) prints one ``exectrack: ...`` line on stderr and exits 1;
+argparse's usage errors exit 2. Every command reads through :mod:`exectrack.query`, the
+same path as the HTTP API. Only ``migrate`` creates or changes a database (its file,
+schema or journal mode); ``reap`` writes to an existing exectrack database only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from exectrack import __version__, query
 from exectrack import _cli_format as fmt
 from exectrack._config import Settings
+from exectrack._echo import ECHO_LIMIT
 from exectrack._model import Run, RunStatus
 from exectrack.errors import ConfigError, ExectrackError
 from exectrack.stores import RunFilter, Store, open_store, redact_url
@@ -88,7 +91,7 @@ def _show(args: argparse.Namespace, run: Run) -> int:
 def _cmd_get(args: argparse.Namespace, store: Store) -> int:
     run = query.get_run(store, args.id)
     if run is None:
-        return _error(f"no run with id {fmt.cell(args.id)}")
+        return _error(f"no run with id {fmt.cell(args.id, ECHO_LIMIT)}")
     return _show(args, run)
 
 
@@ -361,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="create or upgrade the database schema",
         description=(
             "Apply pending schema migrations (creating the database if needed) and print "
-            "the versions applied, or that the schema is up to date. Other commands "
-            "migrate on first use too; this makes it explicit, e.g. before a deploy."
+            "the versions applied, or that the schema is up to date. This is the only "
+            "command that creates or changes a database; the others exit 1 on a "
+            "database without exectrack's schema."
         ),
     )
     _json_option(p, "database, applied (versions), version")
@@ -414,8 +418,9 @@ def _open(args: argparse.Namespace) -> Store:
     url: str | None = getattr(args, "database", None)
     if url is None:
         url = Settings.from_env().resolved_database_url()
-    store = open_store(url)
-    if not getattr(args, "creates", False):
+    creates: bool = getattr(args, "creates", False)
+    store = open_store(url, migrate=creates)
+    if not creates:
         _require_existing(store)
     return store
 

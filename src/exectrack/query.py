@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from exectrack._echo import echo
 from exectrack._model import Run, RunStatus, datetime_to_us, validate_source
 from exectrack.errors import InvalidArgumentError
 from exectrack.stores._base import Page, RunFilter, Store
@@ -41,26 +42,34 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_time(text: str | datetime, *, now: datetime | None = None) -> datetime:
     """An aware UTC datetime from ISO 8601 (naive means UTC) or an age such as
-    ``30s``, ``15m``, ``2h``, ``7d``, ``1w`` (that long before ``now``)."""
-    if isinstance(text, datetime):
-        if text.tzinfo is None:
-            raise InvalidArgumentError(f"naive datetime {text.isoformat()!r}: pass an aware one")
-        return text.astimezone(UTC)
-    raw = text.strip()
-    match = _RELATIVE.fullmatch(raw.lower())
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    ``30s``, ``15m``, ``2h``, ``7d``, ``1w`` (that long before ``now``).
+
+    A time that cannot be read, or that falls outside the years 1-9999 in UTC, is an
+    InvalidArgumentError naming the value.
+    """
+    if isinstance(text, datetime) and text.tzinfo is None:
+        raise InvalidArgumentError(f"naive datetime {text.isoformat()!r}: pass an aware one")
     try:
+        if isinstance(text, datetime):
+            return text.astimezone(UTC)
+        raw = text.strip()
+        match = _RELATIVE.fullmatch(raw.lower())
+        if match:
+            age = timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+            return (now or datetime.now(UTC)) - age
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidArgumentError(
+            f"time {echo(text)} is out of range: times must fall in the years 1-9999 (UTC)"
+        ) from None
     except ValueError:
         raise InvalidArgumentError(
-            f"cannot read time {text!r}: use ISO 8601 (2026-11-25T10:00:00Z) "
+            f"cannot read time {echo(text)}: use ISO 8601 (2026-11-25T10:00:00Z) "
             "or an age such as 30s, 15m, 2h, 7d"
         ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def encode_cursor(run: Run) -> str:
@@ -79,7 +88,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         return int(us), run_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgumentError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a previous page"
+            f"invalid cursor {echo(cursor)}: pass the next_cursor of a previous page"
         ) from None
 
 
@@ -134,7 +143,7 @@ def list_runs(
     first, and runs inserted while paging never make a page repeat or skip a run.
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidArgumentError(f"limit={limit}: must be between 1 and {MAX_PAGE_SIZE}")
+        raise InvalidArgumentError(f"limit={echo(limit)}: must be between 1 and {MAX_PAGE_SIZE}")
     after = None if cursor is None else decode_cursor(cursor)
     runs = store.list_runs(flt or RunFilter(), limit=limit + 1, cursor=after)
     if len(runs) > limit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError
 from exectrack.stores._base import (
     ApplyResult,
@@ -36,34 +37,52 @@ __all__ = [
 ]
 
 
-def open_store(url: str | os.PathLike[str]) -> Store:
+def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
     """Open the store a URL names, without connecting yet.
 
     ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``, a
     plain file path (SQLite), or ``postgresql://user:password@host:5432/db`` (also
     ``postgres://``; needs ``pip install 'exectrack[postgres]'``). Connections open,
-    and migrations run, on first use.
+    and migrations run, on first use. A URL that cannot be parsed or used is a
+    ConfigError, with any password redacted.
+
+    ``migrate=False`` opens an existing exectrack database and changes nothing about
+    it: no database file, schema or migration is ever created, and SQLite's journal
+    mode is left as it is. A database without exectrack's schema (or with an older
+    one) is then a SchemaError at first use; one migrated by a newer exectrack is a
+    SchemaTooNewError either way.
     """
     text = os.fspath(url).strip()
     if not text:
         raise ConfigError("empty database URL")
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+    elif text.lower().startswith(_URL_PREFIXES):
+        raise ConfigError(
+            f"database URL {echo_url(text)} has no '//': "
+            "use sqlite:///path.db or postgresql://user@host/db"
+        )
+    else:
+        scheme = ""
     if scheme == "":
         from exectrack.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(text)
+        return SQLiteStore(text, migrate=migrate)
     if scheme == "sqlite":
         from exectrack.stores.sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(text)
+        return SQLiteStore.from_url(text, migrate=migrate)
     if scheme in ("postgresql", "postgres"):
         from exectrack.stores.postgres import PostgresStore
 
-        return PostgresStore.from_url(text)
+        return PostgresStore.from_url(text, migrate=migrate)
     raise ConfigError(
-        f"unsupported database URL scheme {scheme!r} in {redact_url(text)!r}; "
+        f"unsupported database URL scheme {echo(scheme)} in {echo_url(text)}; "
         "use sqlite:///path.db or postgresql://user@host/db"
     )
+
+
+_URL_PREFIXES = ("sqlite:", "postgresql:", "postgres:")
 
 
 def redact_url(url: str) -> str:

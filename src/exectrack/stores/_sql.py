@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from exectrack._model import RunStatus
-from exectrack.errors import InvalidArgumentError, SchemaTooNewError
+from exectrack.errors import ConfigError, InvalidArgumentError, SchemaError, SchemaTooNewError
 from exectrack.stores._base import (
     ApplyResult,
     Command,
@@ -50,8 +50,9 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
     migrations: tuple[Migration, ...]
     url: str
 
-    def __init__(self) -> None:
+    def __init__(self, *, migrate: bool = True) -> None:
         d = self.dialect
+        self._migrates = migrate
         self._ready = False
         self._ready_lock = threading.Lock()
         _sql_stores.add(self)
@@ -112,32 +113,60 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
         return self.migrations[-1].version
 
     def migrate(self) -> list[int]:
-        applied: list[int] = []
+        if not self._migrates:
+            raise ConfigError(
+                f"store {self.url} was opened with migrate=False; "
+                "open it with migrate=True (the default) to migrate"
+            )
         with self._write() as cur:
-            self._lock_schema(cur)
-            cur.execute(self.dialect.migrations_table)
-            current = self._current_version(cur)
-            if current > self.latest_version:
-                raise SchemaTooNewError(
-                    f"database {self.url} has schema version {current}, but this exectrack "
-                    f"knows versions up to {self.latest_version}; upgrade exectrack"
-                )
-            for m in self.migrations:
-                if m.version <= current:
-                    continue
-                for statement in m.statements:
-                    cur.execute(statement)
-                cur.execute(
-                    sql(
-                        self.dialect,
-                        "INSERT INTO exectrack_migrations (version, name, applied_at) "
-                        "VALUES (?, ?, ?)",
-                    ),
-                    (m.version, m.name, datetime.now().astimezone().isoformat()),
-                )
-                applied.append(m.version)
+            applied = self._migrate_in(cur)
         self._ready = True
         return applied
+
+    def _migrate_in(self, cur: Cursor) -> list[int]:
+        """Apply pending migrations inside the write transaction of ``cur``."""
+        self._lock_schema(cur)
+        cur.execute(self.dialect.migrations_table)
+        current = self._current_version(cur)
+        if current > self.latest_version:
+            raise self._too_new(current)
+        applied: list[int] = []
+        for m in self.migrations:
+            if m.version <= current:
+                continue
+            for statement in m.statements:
+                cur.execute(statement)
+            cur.execute(
+                sql(
+                    self.dialect,
+                    "INSERT INTO exectrack_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                ),
+                (m.version, m.name, datetime.now().astimezone().isoformat()),
+            )
+            applied.append(m.version)
+        return applied
+
+    def _too_new(self, version: int) -> SchemaTooNewError:
+        return SchemaTooNewError(
+            f"database {self.url} has schema version {version}, but this exectrack "
+            f"knows versions up to {self.latest_version}; upgrade exectrack"
+        )
+
+    def _check_schema(self, cur: Cursor) -> None:
+        """What a store that never migrates does before first use: use the schema as
+        it is, or say why it cannot."""
+        version = self._current_version(cur) if self._has_migrations_table(cur) else 0
+        if version > self.latest_version:
+            raise self._too_new(version)
+        if version == 0:
+            raise SchemaError(
+                f"database {self.url} has no exectrack schema; run `exectrack migrate`"
+            )
+        if version < self.latest_version:
+            raise SchemaError(
+                f"database {self.url} has schema version {version}, older than this "
+                f"exectrack's {self.latest_version}; run `exectrack migrate`"
+            )
 
     def schema_version(self) -> int:
         with self._read() as cur:
@@ -155,12 +184,18 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
         return int(row[0]) if row and row[0] is not None else 0
 
     def _ensure_ready(self) -> None:
-        """Migrate on first use, once per store object."""
+        """Migrate on first use, once per store object (a store opened with
+        ``migrate=False`` checks the schema instead and never changes it)."""
         if self._ready:
             return
         with self._ready_lock:
             if not self._ready:
-                self.migrate()
+                if self._migrates:
+                    self.migrate()
+                else:
+                    with self._read() as cur:
+                        self._check_schema(cur)
+                    self._ready = True
 
     # -- writes -------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import threading
@@ -36,8 +37,9 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from exectrack._echo import echo, echo_url
 from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
 from exectrack._redact import redact_text
 from exectrack.errors import (
@@ -120,10 +122,16 @@ _live_stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
 
 
 def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
-    """Split a ``postgresql://`` URL into what libpq gets and exectrack's own options."""
-    parts = urlsplit(url)
+    """Split a ``postgresql://`` URL into what libpq gets and exectrack's own options.
+    A URL that cannot be parsed is a ConfigError (password redacted)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse database URL {echo_url(url)}: {exc}") from None
     if parts.scheme.lower() not in SCHEMES:
-        raise ConfigError(f"not a PostgreSQL URL: {redact_text(url)!r}")
+        raise ConfigError(f"not a PostgreSQL URL: {echo_url(url)}")
+    if "\x00" in url:
+        raise ConfigError(f"database URL {echo_url(url)} contains a NUL character")
     own: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -141,13 +149,35 @@ def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
     return conninfo, own
 
 
+def _check_conninfo(conninfo: str, url: str) -> None:
+    """libpq's own reading of the URL, at creation: a malformed URL, an unknown
+    option or a bad port is a ConfigError now, not a pool timeout at first use."""
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Error as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = urlsplit(url).password
+        if password:  # libpq may quote the token it could not read
+            for secret in {password, unquote(password)}:
+                detail = detail.replace(secret, "***")
+        raise ConfigError(
+            f"cannot use database URL {echo_url(url)}: {redact_text(detail)[:200]}"
+        ) from None
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"port {echo(port)} in {echo_url(url)}: use 1-65535")
+
+
 def _positive_int(name: str, raw: str | int, url: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} in {url!r} is not an integer") from None
+        raise ConfigError(f"{name}={echo(raw)} in {echo(url)} is not an integer") from None
     if value < 1:
-        raise ConfigError(f"{name}={value} in {url!r}: must be >= 1")
+        raise ConfigError(f"{name}={value} in {echo(url)}: must be >= 1")
     return value
 
 
@@ -165,14 +195,16 @@ class PostgresStore(SqlStore):
         pool_min_size: int | None = None,
         pool_max_size: int | None = None,
         pool_timeout: float | None = None,
+        migrate: bool = True,
     ) -> None:
         self._psycopg, self._psycopg_pool = _pgconn.import_driver()
         self.url = redact_text(url.strip())
         self._conninfo, options = parse_postgres_url(url.strip())
+        _check_conninfo(self._conninfo, url.strip())
         schema = schema if schema is not None else options.get("schema") or None
         if schema is not None and _IDENTIFIER.fullmatch(schema) is None:
             raise ConfigError(
-                f"schema={schema!r} in {self.url!r}: use a plain identifier "
+                f"schema={echo(schema)} in {echo(self.url)}: use a plain identifier "
                 "([A-Za-z_][A-Za-z0-9_]*, at most 63 characters)"
             )
         self.schema = schema
@@ -187,15 +219,17 @@ class PostgresStore(SqlStore):
             self.url,
         )
         if self._max_size < self._min_size:
-            raise ConfigError(f"pool_max_size < pool_min_size in {self.url!r}")
+            raise ConfigError(f"pool_max_size < pool_min_size in {echo(self.url)}")
         try:
             timeout = float(
                 pool_timeout if pool_timeout is not None else options.get("pool_timeout", "5")
             )
         except ValueError:
-            raise ConfigError(f"pool_timeout in {self.url!r} is not a number") from None
-        if not timeout > 0:
-            raise ConfigError(f"pool_timeout={timeout} in {self.url!r}: must be > 0 seconds")
+            raise ConfigError(f"pool_timeout in {echo(self.url)} is not a number") from None
+        if not 0 < timeout < math.inf:
+            raise ConfigError(
+                f"pool_timeout={timeout} in {echo(self.url)}: must be > 0 seconds and finite"
+            )
         self._timeout = timeout
         # One advisory lock per schema: stores of different schemas never wait for
         # each other's migrations.
@@ -204,12 +238,12 @@ class PostgresStore(SqlStore):
         ).digest()
         self._lock_key = int.from_bytes(digest, "big", signed=True)
         self._reset_pool()
-        super().__init__()
+        super().__init__(migrate=migrate)
         _live_stores.add(self)
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
-        return cls(url)
+    def from_url(cls, url: str, *, migrate: bool = True) -> PostgresStore:
+        return cls(url, migrate=migrate)
 
     # -- the pool -------------------------------------------------------------------
 

@@ -3,11 +3,23 @@
 Safe for several threads (one connection per thread, writes serialised by a process
 lock in front of SQLite's own file lock) and several processes on one file. A forked
 child opens its own connections and never touches its parent's.
+
+A database file deleted or replaced while the store uses it is noticed before the next
+transaction (one ``stat``: the file's device and inode against those seen at connect):
+the store closes its connections to the old file, says so once with a
+:class:`~exectrack.errors.StoreUnavailableError` (which the background writer retries)
+and a logged warning, and opens the file now at that path on next use, creating it
+and the schema again if needed. Old connections close before any new one opens, so
+closing them never touches the new file's ``-wal``.
+
+``migrate=False`` opens an existing database as it is: the file is never created
+(``mode=rw``), the schema never created or upgraded, the journal mode never changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -17,9 +29,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
 from exectrack.stores._dialect import runs_table_v1
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
@@ -57,8 +70,20 @@ _DIALECT = SqlDialect(
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
 )
 
+log = logging.getLogger(__name__)
+
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
-_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "read-only")
+_MAX_BUSY_TIMEOUT_MS = 2**31 - 1  # sqlite3_busy_timeout takes a C int
+# "closed database": a statement on a connection that close() closed under it.
+_TRANSIENT = (
+    "locked",
+    "busy",
+    "unable to open",
+    "disk i/o",
+    "readonly",
+    "read-only",
+    "closed database",
+)
 
 _live_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 # Connections inherited across fork() must never be closed or used by the child; they
@@ -69,19 +94,23 @@ _inherited: list[Any] = []
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``.
 
-    Query options: ``synchronous`` (off/normal/full/extra), ``busy_timeout`` (ms).
+    Query options: ``synchronous`` (off/normal/full/extra), ``busy_timeout`` (ms). A URL
+    that cannot be parsed is a ConfigError.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse database URL {echo_url(url)}: {exc}") from None
     if parts.scheme != "sqlite":
-        raise ConfigError(f"not a sqlite URL: {url!r}")
+        raise ConfigError(f"not a sqlite URL: {echo_url(url)}")
     if parts.netloc:
         raise ConfigError(
-            f"sqlite URL {url!r} has a host part; use sqlite:///relative.db, "
+            f"sqlite URL {echo_url(url)} has a host part; use sqlite:///relative.db, "
             "sqlite:////absolute/path.db or sqlite:///:memory:"
         )
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if not path:
-        raise ConfigError(f"sqlite URL {url!r} names no file; e.g. sqlite:///runs.db")
+        raise ConfigError(f"sqlite URL {echo_url(url)} names no file; e.g. sqlite:///runs.db")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     return path, options
 
@@ -96,72 +125,148 @@ class SQLiteStore(SqlStore):
         *,
         synchronous: str = "normal",
         busy_timeout_ms: int = 5000,
+        migrate: bool = True,
     ) -> None:
         path = os.fspath(path)
+        if "\x00" in path:
+            raise ConfigError(f"database path {echo(path)} contains a NUL character")
         if synchronous.lower() not in _SYNCHRONOUS:
-            raise ConfigError(f"synchronous={synchronous!r}: use one of {', '.join(_SYNCHRONOUS)}")
-        if busy_timeout_ms < 0:
-            raise ConfigError(f"busy_timeout={busy_timeout_ms}: must be >= 0 ms")
+            raise ConfigError(
+                f"synchronous={echo(synchronous)}: use one of {', '.join(_SYNCHRONOUS)}"
+            )
+        if not 0 <= busy_timeout_ms <= _MAX_BUSY_TIMEOUT_MS:
+            raise ConfigError(
+                f"busy_timeout={busy_timeout_ms}: must be between 0 and {_MAX_BUSY_TIMEOUT_MS} ms"
+            )
         self.memory = path == ":memory:"
-        self.path = path if self.memory else str(Path(path).expanduser())
+        try:
+            self.path = path if self.memory else str(Path(path).expanduser())
+            # Connections and the file check use the absolute path: a later chdir in
+            # the host never points the store at another file.
+            self._file = self.path if self.memory else os.path.abspath(self.path)
+        except (RuntimeError, OSError) as exc:  # ~unknown_user, a deleted working directory
+            raise ConfigError(f"cannot use database path {echo(path)}: {exc}") from None
         self.url = "sqlite:///" + self.path
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = busy_timeout_ms
         self._reset_connections()
-        super().__init__()
+        super().__init__(migrate=migrate)
         _live_stores.add(self)
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, migrate: bool = True) -> SQLiteStore:
         path, options = parse_sqlite_url(url)
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:
             raise ConfigError(
-                f"unknown sqlite URL option(s) {', '.join(sorted(unknown))} in {url!r}; "
-                "known: synchronous, busy_timeout"
+                f"unknown sqlite URL option(s) {echo(', '.join(sorted(unknown)))} in "
+                f"{echo_url(url)}; known: synchronous, busy_timeout"
             )
         try:
             timeout = int(options.get("busy_timeout", "5000"))
         except ValueError:
-            raise ConfigError(f"busy_timeout in {url!r} is not an integer") from None
-        return cls(path, synchronous=options.get("synchronous", "normal"), busy_timeout_ms=timeout)
+            raise ConfigError(f"busy_timeout in {echo_url(url)} is not an integer") from None
+        return cls(
+            path,
+            synchronous=options.get("synchronous", "normal"),
+            busy_timeout_ms=timeout,
+            migrate=migrate,
+        )
 
     # -- connections ----------------------------------------------------------------
 
     def _reset_connections(self) -> None:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
+        self._conns_lock = threading.Lock()  # held while connecting and while reopening
         self._wlock = threading.RLock()
         self._shared: sqlite3.Connection | None = None
         self._closed = False
+        self._gen = 0  # bumped by a reopen: a thread's connection of an older one is stale
+        self._readers = 0  # threads inside _read on a file; a reopen waits for none
+        self._gate = threading.Condition(threading.Lock())
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) this generation opened
 
     def _after_fork(self) -> None:
         _inherited.extend(self._conns)
         self._reset_connections()
         self._ready = False  # a fresh :memory: database needs its schema again
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreError(f"store {self.url} is closed")
+    def _connect(self) -> tuple[sqlite3.Connection, int]:
+        """A new connection and the generation it belongs to.
+
+        Serialised with ``_reopen``: no connection to a replaced file is ever opened
+        after the new file's first one, nor closed after it. The first connection to a
+        file opened again creates (or checks) the schema before any thread can use it.
+        """
+        with self._conns_lock:
+            if self._closed:
+                raise StoreError(f"store {self.url} is closed")
+            try:
+                conn = self._open()
+                try:
+                    ident = None if self.memory else _identity(self._file)
+                    if self._ident is not None and ident != self._ident:
+                        raise self._replaced()  # since this generation's first: reopen
+                    if self._gen and self._ident is None:
+                        self._prepare(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise self._open_error(exc) from exc
+            if self._ident is None:
+                self._ident = ident
+            self._conns.append(conn)
+            return conn, self._gen
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        cur = conn.cursor()
+        if not self._migrates:
+            self._check_schema(cur)
+            return
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            if not self.memory:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout_ms / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            self._migrate_in(cur)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        changes = self._migrates and not self.memory  # may create the file and set WAL
+        if changes:
+            Path(self._file).parent.mkdir(parents=True, exist_ok=True)
+        target, uri = self._file, False
+        if not self._migrates and not self.memory:
+            target, uri = Path(self._file).as_uri() + "?mode=rw", True  # never creates it
+        conn = sqlite3.connect(
+            target,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
+        )
+        try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            if not self.memory:
+            if changes:
                 self._use_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        except (sqlite3.Error, OSError) as exc:
-            raise _translate(exc, f"cannot open {self.url}") from exc
-        with self._conns_lock:
-            self._conns.append(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        if not self.memory and os.path.isdir(self._file):
+            return StoreError(f"cannot open {self.url}: {self.path} is a directory")
+        if not self._migrates and not self.memory and not os.path.exists(self._file):
+            return StoreError(
+                f"no database at {self.path}; `exectrack migrate` creates it "
+                "(a store opened with migrate=False never does)"
+            )
+        return _translate(exc, f"cannot open {self.url}")
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL. Switching a new file needs an exclusive lock that SQLite does
@@ -182,16 +287,68 @@ class SQLiteStore(SqlStore):
     def _conn(self) -> sqlite3.Connection:
         if self.memory:
             if self._shared is None:
-                self._shared = self._connect()
+                self._shared = self._connect()[0]
             return self._shared
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is None or local.gen != self._gen:
+            conn, local.gen = self._connect()
+            local.conn = conn
         return conn
+
+    def _check_file(self) -> None:
+        """Before a transaction: one ``stat`` tells whether the file this generation's
+        connections opened is still the file at the path; if not, ``_reopen``."""
+        ident = self._ident
+        if ident is None:  # in memory, or nothing opened since the last reopen
+            return
+        try:
+            st = os.stat(self._file)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError:
+            return  # cannot tell (e.g. permissions): the open connections go on
+        else:
+            if st.st_ino == ident[1] and st.st_dev == ident[0]:
+                return
+        self._reopen(ident)
+
+    def _reopen(self, seen: tuple[int, int]) -> NoReturn:
+        """Close every connection to the old file, then raise StoreUnavailableError so
+        the caller retries; the next use opens the file now at the path and creates
+        the schema again if needed.
+
+        It waits until no write (the write lock) and no read (the gate) is in flight:
+        closing a connection while another thread runs a statement on it can crash
+        the interpreter. Reads and writes never nest, so the wait always ends.
+        """
+        with self._wlock, self._gate:
+            while self._readers:
+                self._gate.wait()
+            with self._conns_lock:
+                first = self._ident == seen and not self._closed  # the first to notice
+                if first:
+                    stale, self._conns = self._conns, []
+                    self._gen += 1
+                    self._ident = None
+                    for conn in stale:  # all closed before a new one opens
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.close()
+        if first:
+            log.warning(
+                "exectrack: database file %s was deleted or replaced while in use; "
+                "reopened it (runs written to the old file are not in the new one)",
+                self.path,
+            )
+        raise self._replaced()
+
+    def _replaced(self) -> StoreUnavailableError:
+        return StoreUnavailableError(f"database file {self.path} was deleted or replaced; reopened")
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
         with self._wlock:
+            self._check_file()
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -201,8 +358,8 @@ class SQLiteStore(SqlStore):
                 yield conn.cursor()
                 conn.execute("COMMIT")
             except BaseException as exc:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:
                         conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise _translate(exc, "write failed") from exc
@@ -216,16 +373,25 @@ class SQLiteStore(SqlStore):
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
-        lock = self._wlock if self.memory else None
-        if lock is not None:
-            lock.acquire()
+        if self.memory:  # one shared connection: reads take the write lock
+            with self._wlock:
+                try:
+                    yield self._conn().cursor()
+                except sqlite3.Error as exc:
+                    raise _translate(exc, "read failed") from exc
+            return
+        self._check_file()
+        with self._gate:
+            self._readers += 1
         try:
             yield self._conn().cursor()
         except sqlite3.Error as exc:
             raise _translate(exc, "read failed") from exc
         finally:
-            if lock is not None:
-                lock.release()
+            with self._gate:
+                self._readers -= 1
+                if not self._readers:
+                    self._gate.notify_all()
 
     def _lock_schema(self, cur: Cursor) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's write lock."""
@@ -240,6 +406,7 @@ class SQLiteStore(SqlStore):
         with self._conns_lock:
             conns, self._conns = self._conns, []
             self._closed = True
+            self._ident = None  # nothing left to check
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
@@ -260,11 +427,15 @@ class _Autocommit:
         self.store = store
 
     def __enter__(self) -> Cursor:
-        self.store._wlock.acquire()
+        store = self.store
+        store._wlock.acquire()
         try:
-            return self.store._conn().cursor()
-        except BaseException:
-            self.store._wlock.release()
+            store._check_file()
+            return store._conn().cursor()
+        except BaseException as exc:
+            store._wlock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, "write failed") from exc
             raise
 
     def __exit__(
@@ -276,6 +447,11 @@ class _Autocommit:
         self.store._wlock.release()
         if isinstance(exc, sqlite3.Error):
             raise _translate(exc, "write failed") from exc
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _translate(exc: BaseException, what: str) -> StoreError:
