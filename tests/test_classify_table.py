@@ -75,6 +75,7 @@ def test_library_name_wins_over_builtin_base() -> None:
 def test_builtin_names_are_not_name_matched() -> None:
     """Builtins are mapped by type only: a builtin's name never hits a name rule."""
     assert classify(KeyError("x")) == ("internal_error", False)  # no rule for LookupError
+    assert classify(ModuleNotFoundError("x")) == ("internal_error", False)  # not "NotFound"
     assert classify(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")) == ("invalid_input", False)
 
 
@@ -144,6 +145,19 @@ def test_statuses_outside_errors_are_ignored(status: object) -> None:
     other = sdk_error("HTTPError")("x")
     other.status_code = status  # type: ignore[attr-defined]
     assert classify(other) == ("internal_error", False)
+
+
+@pytest.mark.parametrize(
+    ("status_code", "code"),
+    [(100, "internal_error"), (599, "provider_unavailable"), (600, "not_found")],
+)
+def test_first_status_in_range_is_used(status_code: int, code: str) -> None:
+    """The first attribute holding a status in 100..599 is the status, even one that
+    maps to nothing; an out-of-range value is skipped for the next attribute."""
+    exc = sdk_error("HTTPError")("x")
+    exc.status_code = status_code  # type: ignore[attr-defined]
+    exc.code = 404  # type: ignore[attr-defined]
+    assert classify(exc)[0] == code
 
 
 def test_status_wins_over_names_and_builtins() -> None:
@@ -222,12 +236,57 @@ def test_own_error_code_keeps_the_inherited_retryable(
 ) -> None:
     """An exception's own error_code wins; retryable is its own bool, else what the
     other rules would say."""
-    exc = sdk_error("ProviderError", error_code="QuotaExceeded", **attrs)("x")
+    exc = sdk_error("ProviderError", error_code="QuotaExceeded", **attrs)("out of quota")
     info = ErrorClassifier().classify(exc)
-    assert (info.code, info.retryable) == ("quota_exceeded", retryable)
+    assert (info.code, info.message, info.retryable) == (
+        "quota_exceeded",
+        "out of quota",
+        retryable,
+    )
 
 
 def test_own_error_code_keeps_the_name_rule_retryable() -> None:
     """A rate-limit class with its own code is still retryable."""
     exc = sdk_error("RateLimitError", error_code="slow_down")("x")
     assert classify(exc) == ("slow_down", True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("--rate limited", "rate_limited"),  # leading and inner separators
+        ("a" * 63 + "-tail", "a" * 63),  # cut at 64, then no trailing underscore
+        ("4xx", "e_4xx"),  # must start with a letter
+        ("1" + "a" * 63, "e_1" + "a" * 61),  # the prefixed code is cut to 64 too
+    ],
+)
+def test_normalize_code_edges(raw: str, code: str) -> None:
+    """Codes are snake_case, start with a letter and are at most 64 characters."""
+    from exectrack._classify import normalize_code
+
+    assert normalize_code(raw) == code
+
+
+def test_success_flag_defaults() -> None:
+    """success_flag() reads ``success`` and ``error``; code ``failed``; only False fails."""
+    from exectrack import ErrorInfo, success_flag
+
+    classify_result = success_flag()
+    assert classify_result({"success": False}) == ErrorInfo("failed", "success is False")
+    assert classify_result({"success": False, "error": "quota"}) == ErrorInfo("failed", "quota")
+    assert classify_result({}) is None
+    assert classify_result({"success": None}) is None
+    assert classify_result(object()) is None
+
+
+def test_registered_codes_may_be_64_characters() -> None:
+    """register() accepts a snake_case code of up to 64 characters, not 65."""
+    from exectrack import InvalidArgumentError
+
+    c = ErrorClassifier()
+    longest = "a" + "_b" * 31 + "c"
+    err = sdk_error("LongError")
+    c.register(err, longest)
+    assert c.classify(err()).code == longest
+    with pytest.raises(InvalidArgumentError, match="snake_case"):
+        c.register(err, longest + "d")

@@ -10,6 +10,7 @@ import pytest
 
 from exectrack import ExecutionTracker, InvalidArgumentError, RunStatus
 from exectrack import query as q
+from exectrack._model import datetime_to_us
 from exectrack.testing import FakeClock
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -175,3 +176,60 @@ def test_report_run_status_counts(t: ExecutionTracker) -> None:
     t.start("skill").finish_success()
     [skill] = q.report(t.store, now=T0).sources
     assert skill.by_status == {s.value: int(s is RunStatus.SUCCESS) for s in RunStatus}
+
+
+def test_top_errors_default_to_five(t: ExecutionTracker) -> None:
+    """Without ``top``, the report lists the five most frequent codes."""
+    for k in range(7):
+        for _ in range(k + 1):
+            t.start("skill").finish_error(code=f"code_{k}", message="x")
+    [skill] = q.report(t.store, now=T0).sources
+    assert [c for c, _ in skill.top_errors] == [f"code_{k}" for k in (6, 5, 4, 3, 2)]
+
+
+def test_report_times_are_utc(t: ExecutionTracker) -> None:
+    """The report's now and since are UTC whatever zone ``now`` came in, and its
+    dict form writes them with a Z."""
+    st_johns = timezone(-timedelta(hours=3, minutes=30))
+    report = q.report(t.store, since="1h", now=datetime(2026, 11, 25, 8, 30, tzinfo=st_johns))
+    assert report.now == T0 and report.now.tzinfo is UTC
+    assert report.to_dict()["since"] == "2026-11-25T11:00:00Z"
+    assert report.to_dict()["now"] == "2026-11-25T12:00:00Z"
+
+
+def test_cursors_are_url_safe_and_round_trip(sync_tracker: ExecutionTracker) -> None:
+    """A cursor uses only URL-safe characters (no padding) and decodes back to the
+    run's start time and id, whatever bytes the id holds."""
+    for k in range(40):
+        h = sync_tracker.start("skill", f"r{k}")
+        run = sync_tracker.get_run(h.id)
+        assert run is not None
+        cursor = q.encode_cursor(run)
+        assert set(cursor) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        )
+        assert q.decode_cursor(cursor) == (datetime_to_us(run.started_at), run.id)
+    # base64 of "1:~>?~" uses both URL-safe alphabet characters "-" and "_"
+    assert q.decode_cursor("MTp-Pj9-") == (1, "~>?~")
+
+
+def test_filter_defaults_and_single_status() -> None:
+    """make_filter() with nothing is the empty filter; a status string is one status."""
+    from exectrack.stores import RunFilter
+
+    assert q.make_filter() == RunFilter()
+    assert q.make_filter(status="error").statuses == (RunStatus.ERROR,)
+    assert q.make_filter(status=["error", RunStatus.TIMEOUT]).statuses == (
+        RunStatus.ERROR,
+        RunStatus.TIMEOUT,
+    )
+
+
+def test_list_runs_pages_fifty_by_default(sync_tracker: ExecutionTracker) -> None:
+    """Without a limit a page holds 50 runs; the last page has no next cursor."""
+    for _ in range(51):
+        sync_tracker.start("skill").finish_success()
+    first = q.list_runs(sync_tracker.store)
+    assert len(first.runs) == 50 and first.next_cursor is not None
+    last = q.list_runs(sync_tracker.store, cursor=first.next_cursor)
+    assert len(last.runs) == 1 and last.next_cursor is None

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from exectrack._redact import REDACTED, encode_metadata, normalize_metadata, redact_text
+from exectrack._redact import (
+    REDACTED,
+    clean_text,
+    encode_metadata,
+    normalize_metadata,
+    redact_text,
+)
 
 # (input, exactly what is stored): secrets in free text
 TEXT_RULES = [
@@ -185,3 +191,46 @@ def test_metadata_cut_to_fit_keeps_the_values_it_keeps() -> None:
     assert len(json.dumps(out, separators=(",", ":")).encode()) <= 1024
     assert (out["small"], out["count"], out["ratio"]) == ("v", 7, 0.25)
     assert all(v is not None for v in out.values())
+
+
+def test_secrets_past_the_nesting_limit_are_redacted() -> None:
+    """A secret in a structure cut at the nesting limit is still redacted."""
+    deep: dict[str, Any] = {"password": "hunter22", "note": "api_key=abc123def"}
+    for _ in range(40):
+        deep = {"n": deep}
+    assert "hunter22" not in json.dumps(normalize_metadata(deep))
+    assert "abc123def" not in json.dumps(normalize_metadata(deep))
+
+
+def test_unstorable_characters_are_replaced() -> None:
+    """NUL characters and lone surrogates (all of U+D800..U+DFFF, nothing else) become
+    U+FFFD, in text, in metadata keys and values."""
+    assert clean_text("a\x00b\ud800c\udfffd\ue000", 100) == "a\ufffdb\ufffdc\ufffdd\ue000"
+    assert normalize_metadata({"k\x00": "a\x00b"}) == {"k\ufffd": "a\ufffdb"}
+    stored = encode_metadata(normalize_metadata({"k": "a\ud800b", "n": 1}))
+    assert json.loads(stored) == {"k": "a\ufffdb", "n": 1}
+
+
+def test_clean_text_redacts_only_when_asked_and_keeps_text_at_the_limit() -> None:
+    """clean_text redacts when redact=True only; text of exactly ``limit`` is whole."""
+    assert clean_text("password=hunter22", 100) == "password=hunter22"
+    assert clean_text("password=hunter22", 100, redact=True) == "password=[REDACTED]"
+    assert clean_text("x" * 40, 40) == "x" * 40
+    assert clean_text(12345, 40) == "12345"
+
+
+def test_encoded_metadata_is_compact_utf8_json() -> None:
+    """Metadata is stored as compact JSON with non-ASCII text as UTF-8, and metadata
+    of exactly the limit in bytes is stored whole."""
+    assert encode_metadata({"k": "é", "n": [1, 2]}) == '{"k":"é","n":[1,2]}'
+    exact = {"k": "é" * 200}  # 8 bytes of JSON around 400 bytes of text
+    text = encode_metadata(exact, limit=408)
+    assert len(text.encode()) == 408 and json.loads(text) == exact
+
+
+def test_metadata_must_be_a_mapping_and_says_what_it_got() -> None:
+    """A non-mapping is refused with its type name in the message."""
+    from exectrack import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="not list"):
+        normalize_metadata([1, 2])  # type: ignore[arg-type]
