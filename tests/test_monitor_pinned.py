@@ -145,3 +145,40 @@ def test_forked_child_heartbeats_its_own_runs(db_url: str) -> None:
     assert child.heartbeat_at > child.started_at  # type: ignore[operator]
     parent_run.finish_success()
     tracker.close()
+
+
+def test_reaped_count_and_log_accumulate(
+    t: ExecutionTracker, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each reap adds to ``reaped`` and logs the run, its source, status and reason;
+    a tick given ``now`` uses that time."""
+    assert t.monitor is not None
+    first = t.start("skill", deadline=5)
+    second = t.start("chat", deadline=100)
+    with caplog.at_level("INFO", logger="exectrack.monitor"):
+        t.monitor.tick(now=int((T0.timestamp() + 6) * 1_000_000))
+        assert t.get_run(first.id).status is RunStatus.TIMEOUT  # by the given time
+        clock.advance(101)
+        t.monitor.tick()
+    assert t.monitor.reaped == 2
+    assert t.get_run(second.id).status is RunStatus.TIMEOUT
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"exectrack: reaped run {first.id} (skill) as timeout: deadline" in messages
+    assert f"exectrack: reaped run {second.id} (chat) as timeout: deadline" in messages
+
+
+def test_monitor_thread_is_a_named_daemon_and_stays_stopped(db_url: str, clock: FakeClock) -> None:
+    """The thread is a daemon named exectrack-monitor (it never holds up exit); a
+    stopped monitor never starts one again."""
+    stopped = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
+    assert stopped.monitor is not None
+    stopped.monitor.stop()
+    stopped.start("skill").finish_success()
+    assert stopped.monitor._thread is None
+    stopped.close()
+    running = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
+    running.start("skill").finish_success()
+    assert running.monitor is not None
+    thread = running.monitor._thread
+    assert thread is not None and thread.daemon and thread.name == "exectrack-monitor"
+    running.close()
