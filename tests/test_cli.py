@@ -699,11 +699,13 @@ def test_reap_dry_run_then_reap_then_nothing(
     capsys: pytest.CaptureFixture[str], db_url: str
 ) -> None:
     """`reap --dry-run` shows what `reap` then finishes; a second reap finds nothing."""
-    t = ExecutionTracker(db_url, strict=True, durability="sync", owner="elsewhere:7:x")
-    overdue = t.start("heartbeat", "nightly", deadline=0.001)
-    fresh = t.start("heartbeat", "hourly", deadline=3600)
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))  # runs started an hour ago
+    t = ExecutionTracker(
+        db_url, strict=True, durability="sync", owner="elsewhere:7:x", clock=clock, lease=None
+    )
+    overdue = t.start("heartbeat", "nightly", deadline=60)
+    fresh = t.start("heartbeat", "hourly", deadline=7200)
     t.close()
-    time.sleep(0.01)
     code, out, _ = cli(capsys, "--database", db_url, "reap", "--dry-run")
     assert code == 0 and "would finish 1 run(s)" in out and overdue.id in out
     assert fresh.id not in out

@@ -154,18 +154,22 @@ def test_lease_options_are_validated(db_url: str) -> None:
 
 def test_reaper_switch_runs_the_loop(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """reaper=True (or EXECTRACK_REAPER=1) starts the loop at once, and it reaps."""
-    other = ExecutionTracker(db_url, strict=True, durability="sync", owner="elsewhere:1:x")
-    stale = other.start("skill", deadline=0.01)
-    time.sleep(0.02)
+    past = FakeClock(datetime.now(UTC) - timedelta(hours=1))  # its deadline passed long ago
+    other = ExecutionTracker(
+        db_url, strict=True, durability="sync", owner="elsewhere:1:x", clock=past, lease=None
+    )
+    stale = other.start("skill", deadline=60)
     monkeypatch.setenv("EXECTRACK_REAPER", "1")
     t = ExecutionTracker(db_url, strict=True, reap_interval=0.01)
     assert t.reaper and t.monitor is not None and t.monitor._thread is not None
+    # wait for the loop's count, which it raises after the reap committed; the stored
+    # status alone could be read between the commit and the count
     deadline = time.monotonic() + 10
-    while t.get_run(stale.id).status is RunStatus.RUNNING:
+    while t.monitor.reaped < 1:
         assert time.monotonic() < deadline, "the reaper loop never reaped"
         time.sleep(0.01)
+    assert t.monitor.reaped == 1
     assert t.get_run(stale.id).status is RunStatus.TIMEOUT
-    assert t.monitor.reaped >= 1
     t.close()
     other.close()
 

@@ -31,12 +31,20 @@ def test_no_public_name_outside_all() -> None:
     assert stray == set()
 
 
+# Exported without a docstring today; remove a name once it has one.
+UNDOCUMENTED = {"SystemClock", "finish_error", "finish_success", "finish_with_status"}
+
+
 def test_exported_objects_come_from_exectrack() -> None:
     """Exported classes and functions are exectrack's own, with docstrings."""
+    missing = set()
     for name in exectrack.__all__:
         value = getattr(exectrack, name)
         if inspect.isclass(value) or inspect.isfunction(value):
             assert value.__module__.startswith("exectrack"), name
+            if not (inspect.getdoc(value) or "").strip():
+                missing.add(name)
+    assert missing == UNDOCUMENTED
 
 
 def test_import_has_no_side_effects() -> None:

@@ -235,15 +235,17 @@ def test_coroutine_outcomes(t: ExecutionTracker) -> None:
         raise ConnectionError("provider down")
 
     @t.with_run("skill", "hangs")
-    async def hangs() -> None:
+    async def hangs(started: asyncio.Event) -> None:
+        started.set()
         await asyncio.Event().wait()
 
     async def main() -> None:
         assert await ok() == "done"
         with pytest.raises(ConnectionError):
             await fails()
-        task = asyncio.create_task(hangs())
-        await asyncio.sleep(0.01)
+        started = asyncio.Event()
+        task = asyncio.create_task(hangs(started))
+        await started.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -685,13 +687,31 @@ def test_context_manager_success_error_and_annotations(t: ExecutionTracker) -> N
 def test_async_context_manager(t: ExecutionTracker) -> None:
     """``async with`` records a run; cancellation inside it is canceled."""
 
-    async def main() -> None:
-        async with t.with_run("chat", "turn") as run:
-            await asyncio.sleep(0)
+    async def turn(started: asyncio.Event | None) -> None:
+        async with t.with_run("chat", "turn" if started is None else "cancelled") as run:
             assert run.status is RunStatus.RUNNING
+            if started is not None:
+                started.set()
+                await asyncio.Event().wait()
+
+    async def main() -> None:
+        await turn(None)
+        started = asyncio.Event()
+        task = asyncio.create_task(turn(started))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     asyncio.run(main())
-    assert only_run(t).status is RunStatus.SUCCESS
+    by_ref = {r.source_ref: r for r in t.list_runs().runs}
+    assert by_ref["turn"].status is RunStatus.SUCCESS
+    cancelled = by_ref["cancelled"]
+    assert (cancelled.status, cancelled.error_code, cancelled.retryable) == (
+        RunStatus.CANCELED,
+        "cancelled",
+        False,
+    )
 
 
 def test_explicit_finish_inside_block_wins(t: ExecutionTracker) -> None:

@@ -235,14 +235,17 @@ def test_exit_flush_is_bounded_when_store_is_stuck(tmp_path: Path) -> None:
         from exectrack.stores import open_store
         from exectrack.testing import FailingStore
 
+        entered = threading.Event()
+
         class Stuck(FailingStore):
             def apply(self, commands):
+                entered.set()
                 threading.Event().wait()
 
         t = exectrack.ExecutionTracker(Stuck(open_store("sqlite:///:memory:"), fail=set()),
                                        strict=False)
         t.start("skill")
-        time.sleep(0.05)
+        assert entered.wait(10)
         t.start("skill")
         print("exiting", flush=True)
         """,

@@ -82,14 +82,15 @@ _SECRET_TEXT = re.compile(
 # A key names a secret when its last words do: ``aws_secret_access_key``, ``X-Api-Key``,
 # ``AccountKey``, ``OPENAI_API_KEY``, ``session_token``, ``clientSecret``, ``sig``.
 _SECRET_KEY = re.compile(
-    r"(?:^|_)(?:pass|password|passwd|pwd|passphrase|secret|secret_key|secret_access_key"
-    r"|private_key|api_key|apikey|access_key|account_key|storage_key|subscription_key"
-    r"|master_key|signing_key|encryption_key|session_key|shared_key|shared_access_key"
-    r"|token|authorization|cookie|cookies|credential|credentials|signature|sig)$"
+    r"(?:^|_)(?:pass|password|passwd|pwd|passphrase|secret|client_?secret"
+    r"|(?:secret|secret_?access|private|api|access|account|storage|subscription|master"
+    r"|signing|encryption|session|shared|shared_?access)_?key"
+    r"|(?:access|refresh|auth|id|session|security|bearer|api|sas|oauth|csrf)?_?token"
+    r"|authorization|cookie|set_cookie|credentials?|signature|sig)$"
 )
 _PAIR_VALUE = re.compile(
     r"-----BEGIN [^\"']*?(?:-----END [A-Z ]*-----|(?=[\"'])|\Z)"  # a PEM block, even escaped
-    r"|(?:(?:bearer|basic|token|digest)\s+)?[^\s\"'&,;]+",
+    r"|(?P<scheme>(?:bearer|basic|token|digest)\s+)?[^\s\"'&,;]+",
     re.IGNORECASE,
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -111,7 +112,7 @@ def redact_text(text: str) -> str:
             if is_secret_key(m.group("name")):
                 value = _PAIR_VALUE.match(text, pos)
                 if value is not None:
-                    out.append(REDACTED)
+                    out.append((value.group("scheme") or "") + REDACTED)
                     pos = value.end()
             continue
         url = m.group("url")

@@ -126,6 +126,7 @@ def test_concurrent_first_use_migrates_once(shared_target: Target) -> None:
         t.start()
     for t in threads:
         t.join(60)
+        assert not t.is_alive(), "a migrating thread is stuck"
     assert errors == []
     assert sorted(results) == [[]] * 5 + [[m.version for m in target.store.migrations]]
     with target.store._read() as cur:
@@ -965,6 +966,7 @@ def test_racing_finishers_apply_exactly_one_finish_per_run(target: Target) -> No
         t.start()
     for t in threads:
         t.join(120)
+        assert not t.is_alive(), "a finisher thread is stuck"
     assert errors == []
     winners: dict[str, int] = {}
     for k, mine in results.items():

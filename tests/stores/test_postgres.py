@@ -154,6 +154,7 @@ def test_processes_starting_at_once_migrate_once(pg: PostgresServer) -> None:
     results = [out.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(30)
+        assert p.exitcode == 0
     assert sorted(results, key=len) == [[], [], [], [1]]
 
 
@@ -517,6 +518,7 @@ def test_tracked_calls_survive_killed_connections(pg: PostgresServer, durability
         stop.set()
         for t in threads:
             t.join(60)
+            assert not t.is_alive(), "a tracking thread is stuck"
     assert wrong == []
     assert killed >= 3
     assert tracker.flush(30)

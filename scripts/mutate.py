@@ -1,0 +1,295 @@
+"""Mutation testing of the core modules, one module at a time: ``make mutate``.
+
+For each module (default: every module in ``mutation.toml``):
+
+1. mutmut 3 mutates that module only, against that module's tests (``mutation.toml``),
+   in its own work folder ``.mutmut/<module>/`` (links to ``src/`` and ``tests/`` and a
+   ``pyproject.toml`` whose ``[tool.mutmut]`` names the module and its tests). The folder
+   keeps mutmut's results, so a second run tests only the functions changed since,
+   plus the mutants that survived last time (new tests may kill them now).
+2. The hand-made mutants of that module (``scripts/handmade_mutants.py``) run.
+3. Survivors are matched against ``[[equivalent]]`` in ``mutation.toml``.
+
+The report (score, survivors, hand-made results, the command that reproduces it)
+goes to stdout and ``.mutmut/report.md``. Exit 1 when a mutant survived that is not
+listed as equivalent.
+
+    python scripts/mutate.py                                  # every core module
+    python scripts/mutate.py src/exectrack/query.py           # one module
+    python scripts/mutate.py --changed main                   # modules changed vs main
+    python scripts/mutate.py --fresh src/exectrack/_redact.py  # forget earlier results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import handmade_mutants
+
+ROOT = handmade_mutants.ROOT
+WORK = ROOT / ".mutmut"
+MUTMUT = Path(sys.executable).with_name("mutmut")
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+_SECTION = re.compile(r"^\[tool\.mutmut\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
+
+
+@dataclass
+class Survivor:
+    name: str
+    status: str  # survived | no tests | suspicious | not checked
+    line: str  # the mutated line, stripped
+    diff: str
+    reason: str | None = None  # set when listed as equivalent
+
+
+@dataclass
+class ModuleReport:
+    module: str
+    total: int = 0
+    killed: int = 0
+    survivors: list[Survivor] = field(default_factory=list)
+    handmade: list[handmade_mutants.Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def equivalent(self) -> int:
+        return sum(s.reason is not None for s in self.survivors)
+
+    @property
+    def score(self) -> float:
+        return 100.0 * self.killed / self.total if self.total else 100.0
+
+    @property
+    def score_without_equivalents(self) -> float:
+        tested = self.total - self.equivalent
+        return 100.0 * self.killed / tested if tested else 100.0
+
+
+def slug(module: str) -> str:
+    return module.removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+
+def mutmut_settings(module: str, tests: list[str]) -> dict[str, Any]:
+    """pyproject's [tool.mutmut], narrowed to ``module`` and its tests."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        base = dict(tomllib.load(f).get("tool", {}).get("mutmut", {}))
+    base["only_mutate"] = [module]
+    base["pytest_add_cli_args_test_selection"] = [t for t in tests if (ROOT / t).exists()]
+    return base
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string is a JSON string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def prepare(module: str, tests: list[str], *, fresh: bool) -> Path:
+    """The module's work folder, with a pyproject.toml for this module."""
+    work = WORK / slug(module)
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("src", "tests"):
+        link = work / name
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(ROOT / name, work))
+    text = _SECTION.sub("", (ROOT / "pyproject.toml").read_text(encoding="utf-8")).rstrip()
+    settings = mutmut_settings(module, tests)
+    lines = [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
+    new = text + "\n\n[tool.mutmut]\n" + "\n".join(lines) + "\n"
+    target = work / "pyproject.toml"
+    if not target.exists() or target.read_text(encoding="utf-8") != new:
+        target.write_text(new, encoding="utf-8")
+    return work
+
+
+def results(work: Path, module: str) -> dict[str, str]:
+    """mutant name -> status, from mutmut's record of ``module``."""
+    meta = work / "mutants" / (module + ".meta")
+    if not meta.exists():
+        return {}
+    from mutmut.stats import status_by_exit_code
+
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    return {k: status_by_exit_code[v] for k, v in data["exit_code_by_key"].items()}
+
+
+def mutmut(work: Path, *args: str, log: Path) -> int:
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"\n$ mutmut {' '.join(args)}\n")
+        out.flush()
+        proc = subprocess.run(
+            [str(MUTMUT), *args], cwd=work, stdout=out, stderr=subprocess.STDOUT, check=False
+        )
+    return proc.returncode
+
+
+def show(work: Path, name: str) -> tuple[str, str]:
+    """(diff, mutated line) of one mutant."""
+    proc = subprocess.run(
+        [str(MUTMUT), "show", name], cwd=work, capture_output=True, text=True, check=False
+    )
+    diff = "\n".join(proc.stdout.splitlines()[1:])
+    added = [
+        line[1:].strip()
+        for line in diff.splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    ]
+    return diff, " / ".join(added)
+
+
+def equivalent_reason(config: dict[str, Any], name: str, line: str) -> str | None:
+    function = name.rsplit("__mutmut_", 1)[0]
+    for entry in config.get("equivalent", []):
+        mutant = entry.get("mutant")
+        if mutant is None:
+            continue
+        if mutant == name and "line" not in entry:
+            return str(entry["reason"])
+        if mutant.rsplit("__mutmut_", 1)[0] == function and entry.get("line") == line:
+            return str(entry["reason"])
+    return None
+
+
+def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bool) -> ModuleReport:
+    start = time.monotonic()
+    tests = list(config["modules"][module]["tests"])
+    work = prepare(module, tests, fresh=fresh)
+    log = work / "mutmut.log"
+    log.write_text("", encoding="utf-8")
+    before = results(work, module)
+    print(f"== {module}: mutmut (log: {log.relative_to(ROOT)})", flush=True)
+    code = mutmut(work, "run", log=log)
+    if code != 0:
+        sys.exit(f"mutmut run failed for {module} (exit {code}); see {log}")
+    after = results(work, module)
+    # Survivors of an earlier run whose function did not change were not retested:
+    # retest them against the tests as they are now.
+    again = [n for n, s in before.items() if s != "killed" and after.get(n) == s]
+    if again:
+        print(f"   retesting {len(again)} earlier survivors", flush=True)
+        code = mutmut(work, "run", *again, log=log)
+        if code != 0:
+            sys.exit(f"mutmut run failed for {module} (exit {code}); see {log}")
+        after = results(work, module)
+    report = ModuleReport(module)
+    report.total = len(after)
+    report.killed = sum(s in KILLED for s in after.values())
+    for name, status in sorted(after.items()):
+        if status in KILLED:
+            continue
+        diff, line = show(work, name)
+        reason = equivalent_reason(config, name, line)
+        report.survivors.append(Survivor(name, status, line, diff, reason))
+    if handmade:
+        mutants = [m for m in handmade_mutants.handmade_mutants(config) if m.module == module]
+        if mutants:
+            print(f"   {len(mutants)} hand-made mutants", flush=True)
+            equivalents = handmade_mutants.equivalent_reasons(config)
+            report.handmade = handmade_mutants.run(mutants, equivalents)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def changed_modules(config: dict[str, Any], ref: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "diff", "--name-only", ref, "--"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    untracked = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    changed = set(out) | set(untracked)
+    return [m for m in config["modules"] if m in changed]
+
+
+def render(reports: list[ModuleReport], command: str) -> str:
+    lines = ["# Mutation report", "", f"Reproduce: `{command}`", ""]
+    lines += [
+        "| module | mutants | killed | score | equivalent | score w/o equivalents "
+        "| left | hand-made caught | time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in reports:
+        hm_caught = sum(o.status == "caught" for o in r.handmade)
+        hm_eq = sum(o.status == "equivalent" for o in r.handmade)
+        hm = f"{hm_caught}/{len(r.handmade)}" + (f" (+{hm_eq} equivalent)" if hm_eq else "")
+        left = len(r.survivors) - r.equivalent
+        lines.append(
+            f"| `{r.module}` | {r.total} | {r.killed} | {r.score:.1f}% | {r.equivalent} "
+            f"| {r.score_without_equivalents:.1f}% | {left} | {hm} | {r.seconds:.0f} s |"
+        )
+    for r in reports:
+        lines += ["", f"## {r.module}", ""]
+        lines.append(f"Reproduce: `python scripts/mutate.py {r.module}`")
+        for s in r.survivors:
+            verdict = f"equivalent: {s.reason}" if s.reason else f"LEFT ({s.status})"
+            lines += ["", f"- `{s.name}`: {verdict}", "", "```diff", s.diff, "```"]
+        for o in r.handmade:
+            if o.status != "caught":
+                lines.append(f"- hand-made `{o.mutant.id}`: {o.status} {o.detail}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="source files (default: every core module)")
+    parser.add_argument("--changed", metavar="REF", help="only modules changed since REF")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier mutmut results")
+    parser.add_argument("--no-handmade", action="store_true", help="skip hand-made mutants")
+    args = parser.parse_args(argv)
+    config = handmade_mutants.load_config()
+    known = list(config["modules"])
+    modules = args.modules or known
+    if args.changed:
+        modules = [m for m in changed_modules(config, args.changed) if m in modules]
+        if not modules:
+            print(f"no core module changed since {args.changed}")
+            return 0
+    unknown = [m for m in modules if m not in known]
+    if unknown:
+        parser.error(f"not a core module in mutation.toml: {', '.join(unknown)}")
+    if not MUTMUT.exists():
+        parser.error("mutmut is not installed: make install (it is in the dev extra)")
+    reports = [
+        run_module(m, config, fresh=args.fresh, handmade=not args.no_handmade) for m in modules
+    ]
+    command = "python scripts/mutate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = render(reports, command.strip())
+    WORK.mkdir(exist_ok=True)
+    (WORK / "report.md").write_text(text, encoding="utf-8")
+    print(text)
+    left = sum(len(r.survivors) - r.equivalent for r in reports)
+    left += sum(o.status in ("survived", "stale", "broken") for r in reports for o in r.handmade)
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

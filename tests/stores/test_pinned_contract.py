@@ -1,0 +1,82 @@
+"""Store behaviour at the engines' limits, on every engine: big batches, and a reap
+preview where several rules match one run."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from exectrack._model import RunStatus
+from exectrack.stores import FinishRun, NewRun
+from exectrack.stores.sqlite import SQLiteStore
+
+from .conftest import Target
+from .test_contract import T0, everything
+
+S = 1_000_000  # one second in microseconds
+TERMINAL = [RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.CANCELED, RunStatus.TIMEOUT]
+
+
+def _finish(i: int) -> FinishRun:
+    status = TERMINAL[i % len(TERMINAL)]
+    code = None if status is RunStatus.SUCCESS else f"code_{i}"
+    return FinishRun(f"r{i:04d}", status, T0 + S + i, error_code=code)
+
+
+def test_one_batch_finishes_more_than_500_runs(target: Target) -> None:
+    """One apply finishes 600 distinct open runs, each with its own status and code
+    (SQLite refuses more than 500 SELECTs in one compound statement)."""
+    store = target.store
+    n = 600
+    store.apply([NewRun(f"r{i:04d}", "skill", T0 + i) for i in range(n)])
+    result = store.apply([_finish(i) for i in range(n)])
+    assert (result.finished, result.not_applied) == (n, 0)
+    runs = {r.id: r for r in everything(store)}
+    for i in range(n):
+        want = _finish(i)
+        got = runs[want.id]
+        assert (got.status, got.error_code) == (want.status, want.error_code), want.id
+
+
+@pytest.mark.parametrize("where", [":memory:", "runs.db"])
+def test_batches_fit_the_oldest_sqlite_parameter_limit(tmp_path: Path, where: str) -> None:
+    """Batched INSERTs and UPDATEs bind at most 999 parameters per statement, the
+    limit of SQLite builds before 3.32."""
+    store = SQLiteStore(where if where == ":memory:" else tmp_path / where)
+    store._ensure_ready()
+    store._conn().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # this thread's
+    n = 240
+    created = store.apply([NewRun(f"r{i:04d}", "skill", T0 + i) for i in range(n)])
+    finished = store.apply([_finish(i) for i in range(n)])
+    both = store.apply(
+        [NewRun("x", "skill", T0), FinishRun("x", RunStatus.SUCCESS, T0 + S)]
+        + [NewRun(f"y{i:04d}", "chat", T0 + i) for i in range(n)]
+    )
+    assert (created.created, finished.finished, both.created, both.finished) == (n, n, n + 1, 1)
+    store.close()
+
+
+def test_reap_preview_lists_each_run_once(target: Target) -> None:
+    """A run that several reaper rules match appears once in a dry run, under the
+    first rule (dead owner, then deadline, then lease), as the real reap finishes it."""
+    store = target.store
+    store.apply(
+        [
+            NewRun("all3", "skill", T0, owner="h:9:dead", deadline_at=T0 + S, lease_until=T0 + S),
+            NewRun("two", "skill", T0, owner="h:1:a", deadline_at=T0 + S, lease_until=T0 + S),
+            NewRun("lease", "skill", T0, owner="h:1:a", lease_until=T0 + S),
+        ]
+    )
+    now = T0 + 5 * S
+    preview = store.reap(now, dead_owners=["h:9:dead"], dry_run=True)
+    assert sorted((r.run_id, r.reason, r.status) for r in preview) == [
+        ("all3", "dead_owner", RunStatus.ERROR),
+        ("lease", "lease_expired", RunStatus.ERROR),
+        ("two", "deadline", RunStatus.TIMEOUT),
+    ]
+    done = store.reap(now, dead_owners=["h:9:dead"])
+    assert sorted((r.run_id, r.reason) for r in done) == sorted(
+        (r.run_id, r.reason) for r in preview
+    )

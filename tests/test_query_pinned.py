@@ -1,0 +1,235 @@
+"""The report's window and figures, and how times are read, pinned to exact values."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from exectrack import ExecutionTracker, InvalidArgumentError, RunStatus
+from exectrack import query as q
+from exectrack._model import datetime_to_us
+from exectrack.testing import FakeClock
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def t(db_url: str, clock: FakeClock) -> Iterator[ExecutionTracker]:
+    """A synchronous tracker on a fake clock, 30 s leases."""
+    tracker = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
+    yield tracker
+    tracker.close()
+
+
+@pytest.fixture
+def non_utc_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process runs at UTC-03:30 (or -02:30 in summer), whatever the machine's zone."""
+    monkeypatch.setenv("TZ", "America/St_Johns")
+    time.tzset()
+    assert time.timezone == 12_600, "no zone data for America/St_Johns on this machine"
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_report_counts_only_runs_started_in_its_window(
+    t: ExecutionTracker, clock: FakeClock
+) -> None:
+    """since= limits started, statuses and error codes to runs started in the window."""
+    t.start("skill", "old").finish_error(code="old_failure", message="x")
+    clock.advance(7200)
+    t.start("skill", "new").finish_error(code="rate_limited", message="x")
+    t.start("skill", "ok").finish_success()
+    now = clock.now()
+    windowed = q.report(t.store, since="1h", now=now)
+    [skill] = windowed.sources
+    assert (skill.started, skill.by_status["error"], skill.by_status["success"]) == (2, 1, 1)
+    assert skill.top_errors == [("rate_limited", 1)]
+    assert windowed.since == now - timedelta(hours=1)
+    [everything] = q.report(t.store, now=now).sources
+    assert everything.started == 3
+    assert everything.top_errors == [("old_failure", 1), ("rate_limited", 1)]
+    aware = q.report(t.store, since=now - timedelta(hours=1), now=now)
+    assert aware.sources == windowed.sources
+
+
+def test_hang_rate_counts_abandoned_and_open_past_lease(
+    t: ExecutionTracker, clock: FakeClock
+) -> None:
+    """hang_rate = (abandoned + open past lease) / started, among runs in the window;
+    open and open_past_lease count every open run."""
+    t.start("skill", "a")  # never heartbeats: reaped as abandoned below
+    clock.advance(31)
+    assert [r.reason for r in t.reap()] == ["lease_expired"]
+    t.start("skill", "b")
+    t.start("skill", "c")
+    t.start("skill", "s").finish_success()
+    clock.advance(31)  # b and c are now past their lease, still open
+    [all_runs] = q.report(t.store, now=clock.now()).sources
+    assert (all_runs.started, all_runs.abandoned, all_runs.open) == (4, 1, 2)
+    assert (all_runs.open_past_lease, all_runs.hang_rate) == (2, 0.75)
+    since = T0 + timedelta(seconds=10)  # leaves out a
+    [recent] = q.report(t.store, since=since, now=clock.now()).sources
+    assert (recent.started, recent.abandoned, recent.open_past_lease) == (3, 0, 2)
+    assert recent.hang_rate == pytest.approx(2 / 3)
+
+
+def test_oldest_open_age(t: ExecutionTracker, clock: FakeClock) -> None:
+    """oldest_open_age_s is the age of the oldest open run, in seconds; None when none."""
+    first = t.start("skill")
+    clock.advance(90)
+    t.start("skill")
+    clock.advance(30)
+    t.start("chat").finish_success()
+    by_source = {s.source: s for s in q.report(t.store, now=clock.now()).sources}
+    assert by_source["skill"].oldest_open_age_s == 120.0
+    assert by_source["chat"].oldest_open_age_s is None
+    first.finish_success()
+    [skill] = [s for s in q.report(t.store, now=clock.now()).sources if s.source == "skill"]
+    assert skill.oldest_open_age_s == 30.0
+
+
+def test_duration_percentiles(t: ExecutionTracker, clock: FakeClock) -> None:
+    """p50 and p95 are the nearest-rank percentiles of finished runs' durations."""
+    for seconds in range(1, 21):  # durations 1 s .. 20 s
+        h = t.start("skill")
+        clock.advance(seconds)
+        h.finish_success()
+    [skill] = q.report(t.store, now=clock.now()).sources
+    assert (skill.p50_ms, skill.p95_ms) == (10_000.0, 19_000.0)
+
+
+def test_top_errors_order_and_limit(t: ExecutionTracker) -> None:
+    """top_errors: most frequent first, ties by code, at most ``top``."""
+    for code, n in (("b_code", 3), ("d_code", 1), ("a_code", 3), ("c_code", 5)):
+        for _ in range(n):
+            t.start("skill").finish_error(code=code, message="x")
+    [skill] = q.report(t.store, now=T0, top=3).sources
+    assert skill.top_errors == [("c_code", 5), ("a_code", 3), ("b_code", 3)]
+    [skill] = q.report(t.store, now=T0).sources
+    assert [c for c, _ in skill.top_errors] == ["c_code", "a_code", "b_code", "d_code"]
+
+
+@pytest.mark.parametrize(
+    ("text", "age"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("45S", timedelta(seconds=45)),
+        ("1.5m", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("2h", timedelta(hours=2)),
+        ("7d", timedelta(days=7)),
+        ("2W", timedelta(weeks=2)),
+        (" 3h ", timedelta(hours=3)),
+    ],
+)
+def test_ages_are_read_in_their_unit(text: str, age: timedelta) -> None:
+    """An age is that long before ``now``: s seconds, m minutes, h hours, d days, w weeks."""
+    assert q.parse_time(text, now=T0) == T0 - age
+
+
+def test_aware_datetimes_are_converted_to_utc() -> None:
+    """An aware datetime in any zone is accepted and returned in UTC."""
+    st_johns = timezone(-timedelta(hours=3, minutes=30))
+    value = q.parse_time(datetime(2026, 11, 25, 8, 30, tzinfo=st_johns))
+    assert value == datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert value.tzinfo is UTC
+    with pytest.raises(InvalidArgumentError, match="naive"):
+        q.parse_time(datetime(2026, 11, 25, 8, 30))
+
+
+@pytest.mark.usefixtures("non_utc_zone")
+def test_naive_iso_text_means_utc_in_any_local_zone() -> None:
+    """ISO text without an offset is UTC, not local time, even when the zone is not UTC."""
+    assert q.parse_time("2026-11-25T10:00:00") == datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    assert q.parse_time("2026-11-25T10:00:00z") == datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    assert q.parse_time("2026-11-25T10:00:00-03:30") == datetime(2026, 11, 25, 13, 30, tzinfo=UTC)
+
+
+def test_filter_window_is_relative_to_now() -> None:
+    """since and until ages in a filter count back from the ``now`` given."""
+    flt = q.make_filter(since="2h", until="30m", now=T0)
+    assert flt.started_after == T0 - timedelta(hours=2)
+    assert flt.started_before == T0 - timedelta(minutes=30)
+
+
+def test_report_window_is_relative_to_its_now(t: ExecutionTracker, clock: FakeClock) -> None:
+    """report(since="1h") counts back from the ``now`` passed, not the wall clock; a
+    source with nothing in the window and nothing open is left out."""
+    t.start("skill").finish_success()
+    report = q.report(t.store, since="1h", now=T0 + timedelta(minutes=30))
+    assert report.since == T0 - timedelta(minutes=30)
+    assert [s.started for s in report.sources] == [1]
+    assert q.report(t.store, since="1h", now=T0 + timedelta(hours=2)).sources == []
+
+
+def test_report_run_status_counts(t: ExecutionTracker) -> None:
+    """by_status lists every status, zero included."""
+    t.start("skill").finish_success()
+    [skill] = q.report(t.store, now=T0).sources
+    assert skill.by_status == {s.value: int(s is RunStatus.SUCCESS) for s in RunStatus}
+
+
+def test_top_errors_default_to_five(t: ExecutionTracker) -> None:
+    """Without ``top``, the report lists the five most frequent codes."""
+    for k in range(7):
+        for _ in range(k + 1):
+            t.start("skill").finish_error(code=f"code_{k}", message="x")
+    [skill] = q.report(t.store, now=T0).sources
+    assert [c for c, _ in skill.top_errors] == [f"code_{k}" for k in (6, 5, 4, 3, 2)]
+
+
+def test_report_times_are_utc(t: ExecutionTracker) -> None:
+    """The report's now and since are UTC whatever zone ``now`` came in, and its
+    dict form writes them with a Z."""
+    st_johns = timezone(-timedelta(hours=3, minutes=30))
+    report = q.report(t.store, since="1h", now=datetime(2026, 11, 25, 8, 30, tzinfo=st_johns))
+    assert report.now == T0 and report.now.tzinfo is UTC
+    assert report.to_dict()["since"] == "2026-11-25T11:00:00Z"
+    assert report.to_dict()["now"] == "2026-11-25T12:00:00Z"
+
+
+def test_cursors_are_url_safe_and_round_trip(sync_tracker: ExecutionTracker) -> None:
+    """A cursor uses only URL-safe characters (no padding) and decodes back to the
+    run's start time and id, whatever bytes the id holds."""
+    for k in range(40):
+        h = sync_tracker.start("skill", f"r{k}")
+        run = sync_tracker.get_run(h.id)
+        assert run is not None
+        cursor = q.encode_cursor(run)
+        assert set(cursor) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        )
+        assert q.decode_cursor(cursor) == (datetime_to_us(run.started_at), run.id)
+    # base64 of "1:~>?~" uses both URL-safe alphabet characters "-" and "_"
+    assert q.decode_cursor("MTp-Pj9-") == (1, "~>?~")
+
+
+def test_filter_defaults_and_single_status() -> None:
+    """make_filter() with nothing is the empty filter; a status string is one status."""
+    from exectrack.stores import RunFilter
+
+    assert q.make_filter() == RunFilter()
+    assert q.make_filter(status="error").statuses == (RunStatus.ERROR,)
+    assert q.make_filter(status=["error", RunStatus.TIMEOUT]).statuses == (
+        RunStatus.ERROR,
+        RunStatus.TIMEOUT,
+    )
+
+
+def test_list_runs_pages_fifty_by_default(sync_tracker: ExecutionTracker) -> None:
+    """Without a limit a page holds 50 runs; the last page has no next cursor."""
+    for _ in range(51):
+        sync_tracker.start("skill").finish_success()
+    first = q.list_runs(sync_tracker.store)
+    assert len(first.runs) == 50 and first.next_cursor is not None
+    last = q.list_runs(sync_tracker.store, cursor=first.next_cursor)
+    assert len(last.runs) == 1 and last.next_cursor is None
