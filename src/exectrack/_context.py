@@ -32,9 +32,11 @@ def current_run() -> RunHandle | None:
 def bind_context(func: Callable[P, R]) -> Callable[P, R]:
     """``func`` bound to a copy of the current context (and so the current run).
 
-    ``executor.submit(bind_context(work), x)`` makes runs inside ``work`` children of
-    the run active at the ``submit`` call. Each call runs in its own copy, so a reused
-    worker thread never inherits a stale parent.
+    The context is captured when ``bind_context`` is called: runs inside ``work`` are
+    children of the run active at that moment (in ``executor.submit(bind_context(work),
+    x)`` that is the ``submit`` line, since the argument is evaluated there; a function
+    bound once and submitted later keeps the run active when it was bound). Each call
+    runs in its own copy, so a reused worker thread never inherits a stale parent.
     """
     ctx = contextvars.copy_context()
 

