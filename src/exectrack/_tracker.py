@@ -59,7 +59,7 @@ from exectrack.stores import FinishResult, FinishRun, MarkRunning, NewRun, Store
 if TYPE_CHECKING:
     from exectrack._wrap import TrackedRun
 
-__all__ = ["ExecutionTracker", "RunHandle", "TrackerStats", "null_handle"]
+__all__ = ["ExecutionTracker", "RunHandle", "TrackerStats", "clean_refs", "null_handle"]
 
 log = logging.getLogger("exectrack")
 
@@ -256,10 +256,7 @@ class ExecutionTracker(TrackerReads):
         h.source = source
         problems: Problems = []
         if clean:
-            if source_ref is not None:
-                source_ref = clean_text(source_ref, REF_LIMIT, problems=problems)
-            if session_id is not None:
-                session_id = clean_text(session_id, REF_LIMIT, problems=problems)
+            source_ref, session_id = clean_refs(source_ref, session_id, problems)
         h.source_ref = source_ref
         h.session_id = session_id
         if parent_id is None:
@@ -675,6 +672,17 @@ class ExecutionTracker(TrackerReads):
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
         return f"<ExecutionTracker {self.store.url} {self.durability} {state}>"
+
+
+def clean_refs(
+    source_ref: object, session_id: object, problems: Problems
+) -> tuple[str | None, str | None]:
+    """``source_ref`` and ``session_id`` as stored: strings, capped, never raising (a
+    value whose ``__str__`` raises becomes a placeholder, recorded in ``problems``)."""
+    return (
+        None if source_ref is None else clean_text(source_ref, REF_LIMIT, problems=problems),
+        None if session_id is None else clean_text(session_id, REF_LIMIT, problems=problems),
+    )
 
 
 def _deadline_us(deadline: datetime | timedelta | float | int, started_us: int) -> int:

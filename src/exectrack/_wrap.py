@@ -29,7 +29,14 @@ from exectrack._lifecycle import (
 )
 from exectrack._model import validate_source
 from exectrack._redact import Problems, clean_text, normalize_metadata
-from exectrack._tracker import REF_LIMIT, Deadline, ExecutionTracker, RunHandle, null_handle
+from exectrack._tracker import (
+    REF_LIMIT,
+    Deadline,
+    ExecutionTracker,
+    RunHandle,
+    clean_refs,
+    null_handle,
+)
 from exectrack.errors import InvalidArgumentError
 
 __all__ = ["TrackedRun"]
@@ -238,12 +245,7 @@ class TrackedRun:
         # one is known (for the default tracker, at the first use: decorating at
         # import time opens nothing).
         problems: Problems = []
-        if source_ref is not None:
-            source_ref = clean_text(source_ref, REF_LIMIT, problems=problems)
-        if session_id is not None:
-            session_id = clean_text(session_id, REF_LIMIT, problems=problems)
-        self.source_ref = source_ref
-        self.session_id = session_id
+        self.source_ref, self.session_id = clean_refs(source_ref, session_id, problems)
         normalize_metadata(metadata, problems=problems)  # not a mapping: an error here
         self.metadata = metadata
         self._problems: Problems | None = problems or None
