@@ -527,3 +527,26 @@ def test_bind_context_parent_is_the_run_active_when_bound(tracker: ExecutionTrac
         worker.join(10)
         assert not worker.is_alive()
     assert results == [outer.id]
+
+
+def test_everything_under_a_secret_key_is_replaced_but_counts() -> None:
+    """A list, a mapping or an object under a secret key is secret as a whole; a
+    number, a flag or None there is kept (a count is not a secret)."""
+    out = normalize_metadata(
+        {
+            "credentials": ["abc", "def"],
+            "private_key": {"pem": "MIIEv..."},
+            "api_key": b"raw",
+            "token": 5,
+            "password": None,
+            "secret": True,
+        }
+    )
+    assert out == {
+        "credentials": REDACTED,
+        "private_key": REDACTED,
+        "api_key": REDACTED,
+        "token": 5,
+        "password": None,
+        "secret": True,
+    }

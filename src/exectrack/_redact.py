@@ -4,8 +4,9 @@
   ``password=...``-style pairs including cloud names such as
   ``aws_secret_access_key=...`` or ``AccountKey=...``, signed-URL signatures,
   GitHub/Slack/AWS/Google/Stripe/Hugging Face keys, JWTs, PEM private keys) become
-  ``[REDACTED]``; string values under secret-looking keys (``password``,
-  ``api_key``, ``clientSecret``, ``aws_session_token``, ...) are replaced whole.
+  ``[REDACTED]``; a value under a secret-looking key (``password``, ``api_key``,
+  ``clientSecret``, ``aws_session_token``, ...) is replaced whole, whatever it is
+  (text, a list, a mapping), except numbers, booleans and None (counts and flags).
 - Long text is cut *before* it is redacted, so a 10 MB string costs what its capped
   prefix costs; the redaction looks a little past the cut, so a secret that straddles
   it is still recognised.
@@ -267,8 +268,8 @@ def _normalize_mapping(value: Mapping[Any, Any], depth: int, w: _Walk) -> dict[s
             w.cut.setdefault("values", MAX_NODES)
             break
         name = _cap_redacted(safe_str(key, w.problems, "key"), _KEY_LIMIT, False)
-        if isinstance(item, str | bytes) and is_secret_key(name):
-            w.nodes += 1
+        if item is not None and not isinstance(item, bool | int | float) and is_secret_key(name):
+            w.nodes += 1  # text, bytes, a list or mapping, an object: all of it is secret
             out[name] = REDACTED
         else:
             out[name] = _normalize(item, depth + 1, w)
