@@ -162,6 +162,8 @@ def print_report(result: Report) -> None:
             age(s.oldest_open_age_s),
             duration(s.p50_ms),
             duration(s.p95_ms),
+            duration(s.first_item_p50_ms),
+            duration(s.first_item_p95_ms),
             ", ".join(f"{code}={n}" for code, n in s.top_errors) or "-",
         )
         for s in result.sources
@@ -180,6 +182,8 @@ def print_report(result: Report) -> None:
         "OLDEST_OPEN",
         "P50",
         "P95",
+        "FIRST_P50",
+        "FIRST_P95",
         "TOP_ERRORS",
     )
-    table(headers, rows, right=frozenset(range(1, 13)))
+    table(headers, rows, right=frozenset(range(1, 15)))

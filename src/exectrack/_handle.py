@@ -26,7 +26,9 @@ class RunHandle:
         "_cmd",
         "_extra",
         "_final",
+        "_first_ns",
         "_gen",
+        "_items",
         "_meta",
         "_settling",
         "_t0",
@@ -61,6 +63,8 @@ class RunHandle:
     _gen: int  # the fork generation that opened it: a forked child never finishes it
     _cmd: NewRun | None  # its create while queued in the writer (a finish folds in)
     _settling: bool  # a synchronous finish of it is being written
+    _items: int | None  # items a stream yielded so far (None: not a stream)
+    _first_ns: int | None  # the tracker clock's monotonic time of the first item
 
     @property
     def started_at(self) -> datetime:
@@ -80,6 +84,22 @@ class RunHandle:
     def annotate(self, **fields: Any) -> None:
         """Add metadata recorded at finish (merged over the start metadata)."""
         self.update_metadata(fields)
+
+    def add_items(self, count: int = 1) -> None:
+        """Count ``count`` items this run produced (chunks sent, tokens streamed); the
+        first call records the time to first item. Tracked generators and async
+        generators count what they yield by themselves."""
+        if self._final is not None or count <= 0:
+            return
+        items = self._items or 0
+        if items == 0 and self._tracker is not None:
+            self._first_ns = self._tracker.clock.monotonic_ns()
+        self._items = items + count
+
+    @property
+    def items(self) -> int | None:
+        """Items counted so far (None for a run that is not a stream)."""
+        return self._items
 
     def update_metadata(self, fields: Mapping[str, Any]) -> None:
         if self._final is not None:
@@ -152,5 +172,6 @@ def null_handle(source: str, source_ref: str | None = None) -> RunHandle:
     h._extra = h._meta = h._cmd = None
     h._final = h._token = None
     h._gen, h._settling = 0, False
+    h._items = h._first_ns = None
     h._t0, h.started_at_us, h.deadline_at_us = 0, 0, None
     return h

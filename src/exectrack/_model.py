@@ -117,6 +117,8 @@ class Run:
     deadline_at: datetime | None = None
     updated_at: datetime | None = None
     lease_until: datetime | None = None
+    items: int | None = None  # what a stream yielded (None: not a stream)
+    first_item_ms: float | None = None  # time to first item (LLMs: to first token)
 
     @property
     def is_terminal(self) -> bool:

@@ -268,6 +268,7 @@ class ExecutionTracker(TrackerReads):
         h._extra = h._final = h._token = h._cmd = None
         h._gen = _owner.generation
         h._settling = False
+        h._items = h._first_ns = None
         h._t0 = clock.monotonic_ns()
         h.started_at_us = started = clock.now_us()
         h.deadline_at_us = None if deadline is None else _deadline_us(deadline, started)
@@ -424,6 +425,10 @@ class ExecutionTracker(TrackerReads):
         cmd = self._finish_cmd(
             handle.id, status, duration, code, message, retryable, self._metadata(handle, metadata)
         )
+        if handle._items is not None:
+            cmd.items = handle._items
+            first = handle._first_ns
+            cmd.first_item_ms = None if first is None else (first - handle._t0) / 1e6
         writer = self._writer
         with self._finish_lock:
             second = handle._final is not None

@@ -110,9 +110,12 @@ def _drive_sync(
     gen: Generator[Any, Any, Any],
     classify: ResultClassifier | None,
 ) -> Generator[Any, Any, Any]:
-    """Drive ``gen``, forwarding send/throw/close, and end the run exactly once."""
+    """Drive ``gen``, forwarding send/throw/close, and end the run exactly once;
+    count what it yields (the only per-item cost) and when the first item came."""
     send: Any = None
     thrown: BaseException | None = None
+    if h is not None:
+        h._items = 0
     while True:
         token = None if h is None else current.set(h)
         try:
@@ -132,6 +135,10 @@ def _drive_sync(
         finally:
             if token is not None:
                 current.reset(token)
+        if h is not None and t is not None:
+            h._items += 1  # type: ignore[operator]
+            if h._items == 1:
+                h._first_ns = t.clock.monotonic_ns()
         try:
             send = yield item
         except GeneratorExit:
@@ -170,6 +177,8 @@ def _async_stream(
         asend = getattr(it, "asend", None)
         send: Any = None
         thrown: BaseException | None = None
+        if h is not None:
+            h._items = 0
         while True:
             token = None if h is None else current.set(h)
             try:
@@ -194,6 +203,10 @@ def _async_stream(
             finally:
                 if token is not None:
                     current.reset(token)
+            if h is not None and t is not None:
+                h._items += 1  # type: ignore[operator]
+                if h._items == 1:
+                    h._first_ns = t.clock.monotonic_ns()
             try:
                 send = yield item
             except GeneratorExit:

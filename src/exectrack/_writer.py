@@ -141,6 +141,8 @@ class Writer:
                     new.error_code = cmd.error_code
                     new.error_message = cmd.error_message
                     new.retryable = cmd.retryable
+                    new.items = cmd.items
+                    new.first_item_ms = cmd.first_item_ms
                     if cmd.metadata is not None:
                         new.metadata = cmd.metadata
                     return True

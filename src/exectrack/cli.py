@@ -395,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Per source, over the runs started in the window: runs started and how "
             "they ended, runs open (and open past their lease), runs reaped as "
             "abandoned, the hang rate ((abandoned + open past lease) / started), the "
-            "age of the oldest open run, p50/p95 duration and the top error codes."
+            "age of the oldest open run, p50/p95 duration, p50/p95 time to first item "
+            "of streams, and the top error codes."
         ),
     )
     p.add_argument("--since", metavar="TIME", help=f"window start: {_TIME_HELP} (default: all)")

@@ -211,7 +211,8 @@ class SourceReport:
     ``hang_rate`` = (runs reaped as ``abandoned`` + runs still open past their lease)
     / runs started, all among the runs started in the window. ``open`` and
     ``open_past_lease`` count every open run, however old; ``oldest_open_age_s`` is
-    the age of the oldest one.
+    the age of the oldest one. ``first_item_p50_ms``/``first_item_p95_ms``: time to
+    first item of the window's finished streams (None when there were none).
     """
 
     source: str
@@ -225,6 +226,8 @@ class SourceReport:
     p50_ms: float | None
     p95_ms: float | None
     top_errors: list[tuple[str, int]]
+    first_item_p50_ms: float | None = None
+    first_item_p95_ms: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -281,6 +284,8 @@ def report(
                 ),
                 p50_ms=s.p50_ms,
                 p95_ms=s.p95_ms,
+                first_item_p50_ms=s.first_item_p50_ms,
+                first_item_p95_ms=s.first_item_p95_ms,
                 top_errors=sorted(s.error_codes.items(), key=lambda kv: (-kv[1], kv[0]))[:top],
             )
         )

@@ -56,6 +56,8 @@ class NewRun:
     error_message: str | None = None
     retryable: bool | None = None
     lease_until: int | None = None  # the reaper may finish it after this, unless renewed
+    items: int | None = None  # a stream's items (set with the finish folded in)
+    first_item_ms: float | None = None
     # Writer bookkeeping: set (under the writer's lock) once the writer took this
     # command from its queue; until then a finish may be folded into it in place.
     taken: bool = field(default=False, repr=False, compare=False)
@@ -82,6 +84,8 @@ class FinishRun:
     error_message: str | None = None
     retryable: bool | None = None
     metadata: str | None = None
+    items: int | None = None  # a stream's items; None for a run that is not a stream
+    first_item_ms: float | None = None  # from the run's start to its first item
 
 
 Command = NewRun | MarkRunning | FinishRun
@@ -150,6 +154,8 @@ class SourceSummary:
     oldest_open_at: int | None  # started_at (microseconds) of the oldest open run
     p50_ms: float | None  # durations of the runs in the window that finished
     p95_ms: float | None
+    first_item_p50_ms: float | None = None  # time to first item of the window's streams
+    first_item_p95_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

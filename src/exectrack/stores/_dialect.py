@@ -17,6 +17,7 @@ __all__ = [
     "SqlDialect",
     "json_loads_object",
     "runs_table_v1",
+    "runs_table_v2",
     "sql",
 ]
 
@@ -39,6 +40,8 @@ COLUMNS = (
     "deadline_at",
     "updated_at",
     "lease_until",
+    "items",
+    "first_item_ms",
 )
 COLS = ", ".join(COLUMNS)
 FINISH_COLUMNS = (
@@ -50,6 +53,8 @@ FINISH_COLUMNS = (
     "error_message",
     "retryable",
     "metadata",
+    "items",
+    "first_item_ms",
 )
 
 
@@ -87,8 +92,7 @@ class SqlDialect:
     # Batches as multi-row statements (SQLite: executemany hands the GIL over once per
     # row) or executemany (psycopg pipelines it, which beats one big statement).
     multirow: bool
-    finish_casts: tuple[str, ...]  # casts for (id, status, finished_at, duration_ms,
-    #                                error_code, error_message, retryable, metadata)
+    finish_casts: tuple[str, ...]  # casts for FINISH_COLUMNS, in order
     ts: Callable[[int], Any]  # microseconds -> driver parameter
     ts_out: Callable[[Any], int]  # driver value -> microseconds
     json_out: Callable[[Any], dict[str, Any]]
@@ -145,4 +149,13 @@ def runs_table_v1(
         " WHERE session_id IS NOT NULL",
         "CREATE INDEX runs_parent ON runs (parent_id) WHERE parent_id IS NOT NULL",
         "CREATE INDEX runs_open ON runs (owner, started_at) WHERE finished_at IS NULL",
+    )
+
+
+def runs_table_v2(*, real: str) -> tuple[str, ...]:
+    """Schema version 2: what a stream produced. ``items``: how many it yielded (or
+    the entry point counted); ``first_item_ms``: from the run's start to its first."""
+    return (
+        "ALTER TABLE runs ADD COLUMN items INTEGER",
+        f"ALTER TABLE runs ADD COLUMN first_item_ms {real}",
     )

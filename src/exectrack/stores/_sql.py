@@ -67,7 +67,8 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
             "UPDATE runs SET status = ?, finished_at = ?, "
             f"duration_ms = COALESCE(?, {d.duration_since_start}), "
             "error_code = ?, error_message = ?, retryable = ?, "
-            "metadata = COALESCE({json}, metadata), updated_at = ? "
+            "metadata = COALESCE({json}, metadata), updated_at = ?, "
+            "items = ?, first_item_ms = ? "
             f"WHERE id = ? AND {finish_guard('', '?')}",
         )
         self._start_sql = sql(
@@ -214,7 +215,7 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
                 r.error_message,
                 r.retryable,
             )
-            metadata = r.metadata
+            metadata, items, first_item = r.metadata, r.items, r.first_item_ms
         else:
             finished_at, duration, code, message, retryable = (
                 f.finished_at,
@@ -224,6 +225,7 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
                 f.retryable,
             )
             metadata = f.metadata if f.metadata is not None else r.metadata
+            items, first_item = f.items, f.first_item_ms
         return (
             r.id,
             r.source,
@@ -243,6 +245,8 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
             None if r.deadline_at is None else ts(r.deadline_at),
             ts(row.updated_at),
             None if r.lease_until is None else ts(r.lease_until),
+            items,
+            first_item,
         )
 
     def _finish_params(self, f: FinishRun) -> tuple[Any, ...]:
@@ -258,6 +262,8 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
             f.retryable,
             f.metadata,
             at,
+            f.items,
+            f.first_item_ms,
             f.id,
             status,
         )
@@ -410,7 +416,8 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
                 f"duration_ms = COALESCE(v.duration_ms, {duration}), "
                 "error_code = v.error_code, error_message = v.error_message, "
                 "retryable = v.retryable, metadata = COALESCE(v.metadata, runs.metadata), "
-                f"updated_at = v.finished_at FROM ({rows}) AS v WHERE runs.id = v.id "
+                "updated_at = v.finished_at, items = v.items, "
+                f"first_item_ms = v.first_item_ms FROM ({rows}) AS v WHERE runs.id = v.id "
                 f"AND {finish_guard('runs.', 'v.status')}"
             )
             self._finish_many[n] = text
@@ -426,6 +433,8 @@ class SqlStore(ReadOps, LivenessOps, abc.ABC):
             f.error_message,
             f.retryable,
             f.metadata,
+            f.items,
+            f.first_item_ms,
         )
 
     def _apply_each(self, commands: Sequence[Command]) -> ApplyResult:
@@ -461,10 +470,11 @@ def finish_guard(table: str, target: str) -> str:
     return f"{table}finished_at IS NULL AND ({table}status = 'running' OR {target} = 'canceled')"
 
 
-# Rows per multi-row statement: 50 x 18 and 100 x 8 parameters stay under SQLite's
-# oldest limit of 999 bound parameters, 100 SELECTs under its 500 in one UNION.
-INSERT_CHUNK = 50
-FINISH_CHUNK = 100
+# Rows per multi-row statement: their parameters stay under SQLite's oldest limit of
+# 999 bound parameters (49 x 20, 99 x 10), and 99 SELECTs under its 500 in one UNION.
+SQLITE_MAX_PARAMS = 999
+INSERT_CHUNK = SQLITE_MAX_PARAMS // len(COLUMNS)
+FINISH_CHUNK = SQLITE_MAX_PARAMS // len(FINISH_COLUMNS)
 
 
 def _distinct_chunks(items: Sequence[Any], size: int) -> list[list[FinishRun]]:

@@ -123,6 +123,8 @@ class ReadOps:
             deadline_at=ts(row[15]),
             updated_at=ts(row[16]),
             lease_until=ts(row[17]),
+            items=None if row[18] is None else int(row[18]),
+            first_item_ms=None if row[19] is None else float(row[19]),
         )
 
     def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
@@ -135,7 +137,6 @@ class ReadOps:
         by_status: dict[str, dict[RunStatus, int]] = {}
         codes: dict[str, dict[str, int]] = {}
         opens: dict[str, tuple[int, int, int, int | None]] = {}
-        finished: dict[str, int] = {}
         with self._read() as cur:
             cur.execute(
                 sql(
@@ -174,23 +175,27 @@ class ReadOps:
             cur.execute(
                 sql(
                     d,
-                    "SELECT source, COUNT(duration_ms) FROM runs "
+                    "SELECT source, COUNT(duration_ms), COUNT(first_item_ms) FROM runs "
                     f"WHERE finished_at IS NOT NULL{window} GROUP BY source",
                 ),
                 wparams,
             )
-            finished = {src: int(n) for src, n in cur.fetchall()}
-            percentile = sql(
-                d,
-                "SELECT duration_ms FROM runs WHERE source = ? AND finished_at IS NOT NULL "
-                f"AND duration_ms IS NOT NULL{window} ORDER BY duration_ms LIMIT 1 OFFSET ?",
-            )
+            counted = {str(src): (int(n), int(f)) for src, n, f in cur.fetchall()}
 
-            def rank(src: str, q: float) -> float | None:
-                n = finished.get(src, 0)
+            def rank(src: str, column: str, q: float) -> float | None:
+                """The ``q`` quantile (nearest rank) of ``column`` among the source's
+                finished runs in the window."""
+                n = counted.get(src, (0, 0))[column == "first_item_ms"]
                 if n == 0:
                     return None
-                cur.execute(percentile, [src, *wparams, max(math.ceil(q * n) - 1, 0)])
+                cur.execute(
+                    sql(
+                        d,
+                        f"SELECT {column} FROM runs WHERE source = ? AND finished_at IS NOT NULL"
+                        f" AND {column} IS NOT NULL{window} ORDER BY {column} LIMIT 1 OFFSET ?",
+                    ),
+                    [src, *wparams, max(math.ceil(q * n) - 1, 0)],
+                )
                 row = cur.fetchone()
                 return None if row is None else float(row[0])
 
@@ -206,8 +211,10 @@ class ReadOps:
                         open_past_lease=past,
                         open_past_lease_in_window=past_in,
                         oldest_open_at=oldest,
-                        p50_ms=rank(src, 0.50),
-                        p95_ms=rank(src, 0.95),
+                        p50_ms=rank(src, "duration_ms", 0.50),
+                        p95_ms=rank(src, "duration_ms", 0.95),
+                        first_item_p50_ms=rank(src, "first_item_ms", 0.50),
+                        first_item_p95_ms=rank(src, "first_item_ms", 0.95),
                     )
                 )
         return summaries

@@ -57,7 +57,7 @@ from exectrack.stores._base import (
     NewRun,
     RunFilter,
 )
-from exectrack.stores._dialect import runs_table_v1
+from exectrack.stores._dialect import runs_table_v1, runs_table_v2
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             empty_json="'{}'::jsonb",
         ),
     ),
+    Migration(2, "stream facts", runs_table_v2(real="DOUBLE PRECISION")),
 )
 
 _DIALECT = SqlDialect(
@@ -106,6 +107,8 @@ _DIALECT = SqlDialect(
         "::text",
         "::boolean",
         "::jsonb",
+        "::integer",
+        "::double precision",
     ),
     ts=us_to_datetime,
     ts_out=datetime_to_us,

@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
-from exectrack.stores._dialect import runs_table_v1
+from exectrack.stores._dialect import runs_table_v1, runs_table_v2
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
@@ -52,6 +52,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             empty_json="'{}'",
         ),
     ),
+    Migration(2, "stream facts", runs_table_v2(real="REAL")),
 )
 
 _DIALECT = SqlDialect(
@@ -61,7 +62,7 @@ _DIALECT = SqlDialect(
     duration_since_start="(? - started_at) / 1000.0",
     multirow=True,
     duration_between="({end} - {start}) / 1000.0",
-    finish_casts=("",) * 8,
+    finish_casts=("",) * 10,
     ts=int,
     ts_out=int,
     json_out=json_loads_object,
