@@ -24,7 +24,7 @@ from exectrack._context import bind_context, current_run
 from exectrack._context import current as _current
 from exectrack._default import default_tracker_or_none as _default_or_none
 from exectrack._default import get_tracker, set_tracker
-from exectrack._lifecycle import ClientDisconnected
+from exectrack._lifecycle import CancelReason, ClientDisconnected, cancel_reason
 from exectrack._model import Run, RunStatus, Source
 from exectrack._tracker import Deadline, ExecutionTracker, RunHandle, TrackerStats
 from exectrack._tracker import null_handle as _null_handle
@@ -44,6 +44,7 @@ from exectrack.stores import FinishResult, Page, RunFilter, Store, open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "CancelReason",
     "ClientDisconnected",
     "Clock",
     "ConfigError",
@@ -74,6 +75,7 @@ __all__ = [
     "__version__",
     "annotate",
     "bind_context",
+    "cancel_reason",
     "current_run",
     "finish_error",
     "finish_success",

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from exectrack._classify import ErrorClassifier, Problems, ResultClassifier
+from exectrack._classify import ErrorClassifier, Problems, ResultClassifier, normalize_code
 from exectrack._model import RunStatus
 
 __all__ = [
@@ -31,8 +34,10 @@ __all__ = [
     "CONSUMER_CLOSED",
     "SHUTDOWN",
     "SUCCESS",
+    "CancelReason",
     "ClientDisconnected",
     "Outcome",
+    "cancel_reason",
     "is_cancellation",
     "outcome_of_exception",
     "outcome_of_result",
@@ -72,6 +77,71 @@ SHUTDOWN = Outcome(
 )
 
 
+# Fixed texts for the causes exectrack's entry points know; any other code gets
+# "the run was cancelled: <code>".
+_CAUSES: dict[str, Outcome] = {
+    o.code: o
+    for o in (
+        CLIENT_DISCONNECTED,
+        SHUTDOWN,
+        Outcome(
+            RunStatus.CANCELED,
+            "skipped_overlap",
+            "skipped: the previous run of this task was still running",
+            False,
+        ),
+        Outcome(RunStatus.CANCELED, "missed_schedule", "the scheduler missed this run", False),
+    )
+    if o.code is not None
+}
+
+
+class CancelReason:
+    """Why work running in this context gets cancelled, set by whoever learns it first
+    (an ASGI server's ``http.disconnect``, a scheduler shutting down): a run inside
+    that ends by cancellation records ``code`` instead of ``cancelled``.
+
+    Open one with :func:`exectrack.cancel_reason` around the work; tasks started inside
+    see the same object, so setting ``code`` later reaches them.
+    """
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<CancelReason {self.code or 'unknown'}>"
+
+
+_reason: contextvars.ContextVar[CancelReason | None] = contextvars.ContextVar(
+    "exectrack_cancel_reason", default=None
+)
+
+
+@contextlib.contextmanager
+def cancel_reason() -> Iterator[CancelReason]:
+    """A :class:`CancelReason` for the work inside the block (sync or async code)."""
+    reason = CancelReason()
+    token = _reason.set(reason)
+    try:
+        yield reason
+    finally:
+        _reason.reset(token)
+
+
+def _cancelled() -> Outcome:
+    reason = _reason.get()
+    code = None if reason is None else reason.code
+    if not code:
+        return CANCELLED
+    known = _CAUSES.get(code)
+    if known is not None:
+        return known
+    code = normalize_code(code, "cancelled")
+    return Outcome(RunStatus.CANCELED, code, f"the run was cancelled: {code}", False)
+
+
 def is_cancellation(exc: BaseException) -> bool:
     """asyncio's or concurrent.futures' ``CancelledError``, or trio's ``Cancelled``
     (anyio on trio), recognised without importing trio."""
@@ -94,7 +164,7 @@ def outcome_of_exception(
     """The status and error fields for a run that ended by raising ``exc``; never
     raises (``problems`` collects what a classifier hook or attribute did wrong)."""
     if is_cancellation(exc):
-        return CANCELLED
+        return _cancelled()
     if isinstance(exc, GeneratorExit):
         return CONSUMER_CLOSED
     if isinstance(exc, SystemExit):
