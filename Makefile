@@ -17,7 +17,7 @@ BASE ?=
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,postgres,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres,bench,server]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,8 +38,10 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# The demo agent host; `make demo DEMO_ARGS="--duration 60"` stops by itself.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) -m exectrack.cli demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/write_path.py

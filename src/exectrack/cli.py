@@ -9,14 +9,16 @@
     exectrack [--database URL] migrate [--json]
     exectrack [--database URL] reap [--dry-run] [--json]
     exectrack [--database URL] report [--since TIME] [--json]
+    exectrack [--database URL] demo [--host H] [--port P] [--duration S] [--no-traffic]
 
 People get an aligned table or a ``key: value`` listing; ``--json`` prints one JSON
 document whose timestamps are UTC ISO 8601 ending in ``Z``. A user error (a bad
 filter, cursor, time or database URL, an unknown id, a database without exectrack's
 schema or with a newer one) prints one ``exectrack: ...`` line on stderr and exits 1;
 argparse's usage errors exit 2. Every command reads through :mod:`exectrack.query`, the
-same path as the HTTP API. Only ``migrate`` creates or changes a database (its file,
-schema or journal mode); ``reap`` writes to an existing exectrack database only.
+same path as the HTTP API. Only ``migrate`` (and ``demo``, which records runs)
+creates or changes a database (its file, schema or journal mode); ``reap`` writes to
+an existing exectrack database only.
 """
 
 from __future__ import annotations
@@ -402,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="TIME", help=f"window start: {_TIME_HELP} (default: all)")
     _json_option(p, "since, now, sources [...]")
     p.set_defaults(handler=_cmd_report)
+
+    from exectrack._cli_demo import add_demo_command
+
+    add_demo_command(commands, common)
     return parser
 
 

@@ -170,6 +170,10 @@ def test_reconnects_after_the_server_drops_its_connections(pg: PostgresServer) -
         store.create(new("before"))
         old = pg.backends(schema)
         assert pg.terminate(schema) >= 1
+        deadline = time.monotonic() + 10
+        while pg.backends(schema) & old:  # until the server closed them (under load, later)
+            assert time.monotonic() < deadline, "the server kept the killed connections"
+            time.sleep(0.005)
         assert store.create(new("after"))
         assert store.finish(FinishRun("after", RunStatus.SUCCESS, T0 + 5)).applied
         assert store.get("before") is not None
