@@ -122,10 +122,11 @@ def bytes_per_entry(url: str, runs: int) -> float:
     and finish folded) queued behind a commit that does not return until measured."""
     store = StallingStore(url, 0.0)
     gate = threading.Event()
-    store.seconds = 0.0
+    waiting = threading.Event()
     original = store.apply
 
     def held(commands: Sequence[Command]) -> ApplyResult:
+        waiting.set()
         gate.wait()
         return original(commands)
 
@@ -137,15 +138,15 @@ def bytes_per_entry(url: str, runs: int) -> float:
         return None
 
     noop()  # the writer takes this one and waits at the gate
-    while t.stats().queued != 1:
-        time.sleep(0.001)
+    waiting.wait(30)
+    queued = t.stats().queued
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for _ in range(runs):
         noop()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    entries = t.stats().queued - 1
+    entries = t.stats().queued - queued
     gate.set()
     t.close()
     return (after - before) / entries
