@@ -105,6 +105,10 @@ from exectrack.integrations._aps_parts import (
 )
 from exectrack.integrations._watchdog import Watchdog
 
+for _cls in (Execution, ExecutionContext, JobPolicy, JobTimeout):
+    _cls.__module__ = __name__  # shown (tracebacks, reprs) where users import it from
+current_execution.__module__ = __name__
+
 __all__ = [
     "Execution",
     "ExecutionContext",
