@@ -49,6 +49,16 @@ def blocks() -> str:
     return "released"
 
 
+def hangs_until_told() -> None:
+    """A thread job that runs until the bridge asks it to stop (timeout, shutdown)."""
+    from exectrack.integrations.apscheduler import current_execution
+
+    calls.append("hangs_until_told")
+    ctx = current_execution()
+    assert ctx is not None
+    ctx.stopping.wait(30)
+
+
 def raises_timeout() -> None:
     raise TimeoutError("the provider took too long")
 
