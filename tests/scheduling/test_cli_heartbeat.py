@@ -78,7 +78,7 @@ def test_heartbeat_run_records_success_timeout_and_overlap_skips(
 ) -> None:
     """`heartbeat run --duration` runs the file's tasks and records successes, the
     stuck task's timeouts and the due times it skipped while stuck, then exits 0."""
-    code = main(["heartbeat", "run", str(tasks_file), "--duration", "1", "--database", db_url])
+    code = main(["heartbeat", "run", str(tasks_file), "--duration", "2", "--database", db_url])
     assert code == 0
     assert "heartbeat runs recorded:" in capsys.readouterr().out
     with ExecutionTracker(db_url) as t:
@@ -90,7 +90,7 @@ def test_heartbeat_run_records_success_timeout_and_overlap_skips(
     assert "deadline_exceeded" in codes and "skipped_overlap" in codes
 
 
-RUN_ARGS = ("--duration", "1", "--json", "--database")
+RUN_ARGS = ("--duration", "2", "--json", "--database")
 
 
 def test_heartbeat_run_as_a_real_process(tasks_file: Path, db_url: str) -> None:
