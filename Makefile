@@ -17,7 +17,7 @@ BASE ?=
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,postgres,bench,server]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres,bench,server,heartbeat]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -29,8 +29,9 @@ def _outcomes(db: Path) -> dict[str, set[str]]:
 @pytest.mark.slow
 def test_demo_for_20_seconds_shows_every_source_and_outcome(tmp_path: Path) -> None:
     """On a fresh database, 20 seconds of the demo leave chat, skill and heartbeat
-    runs that ended success, error, canceled and timeout, none left open; the demo
-    says where it serves and where the runs are."""
+    runs that ended success, error, canceled and timeout (heartbeat tasks among them
+    a timeout and an overlap skip), none left open; the demo says where it serves
+    and where the runs are."""
     db = tmp_path / "demo.db"
     proc = subprocess.run(
         [
@@ -60,6 +61,12 @@ def test_demo_for_20_seconds_shows_every_source_and_outcome(tmp_path: Path) -> N
     assert {"success", "error", "canceled", "timeout"} <= every
     assert not every & {"running", "queued"}
     assert "Traceback" not in proc.stderr
+    with sqlite3.connect(db) as conn:
+        heartbeat = set(
+            conn.execute("SELECT status, error_code FROM runs WHERE source = 'heartbeat'")
+        )
+    assert {("success", None), ("timeout", "deadline_exceeded")} <= heartbeat
+    assert ("canceled", "skipped_overlap") in heartbeat
 
 
 @pytest.mark.slow

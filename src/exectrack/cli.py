@@ -10,6 +10,8 @@
     exectrack [--database URL] reap [--dry-run] [--json]
     exectrack [--database URL] report [--since TIME] [--json]
     exectrack [--database URL] demo [--host H] [--port P] [--duration S] [--no-traffic]
+    exectrack [--database URL] heartbeat check|run TASKS.toml ...
+    exectrack [--database URL] legacy init|import|check ...
 
 People get an aligned table or a ``key: value`` listing; ``--json`` prints one JSON
 document whose timestamps are UTC ISO 8601 ending in ``Z``. A user error (a bad
@@ -222,6 +224,8 @@ examples:
   exectrack --database sqlite:///runs.db migrate
   exectrack reap --dry-run
   exectrack report --since 24h
+  exectrack heartbeat run tasks.toml
+  exectrack legacy check --tasks tasks.toml --since 7d
 """
 
 _TIME_HELP = "ISO 8601 (2026-11-25T10:00:00Z; no zone means UTC) or an age: 30s, 15m, 2h, 7d, 1w"
@@ -408,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     from exectrack._cli_demo import add_demo_command
 
     add_demo_command(commands, common)
+
+    from exectrack import _cli_heartbeat  # heartbeat and legacy commands
+
+    _cli_heartbeat.add_commands(commands, common, _TIME_HELP)
     return parser
 
 
@@ -477,12 +485,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status if isinstance(status, int) else (EXIT_OK if status is None else 2)
     undo_logging = _configure_logging(getattr(args, "verbose", 0))
     try:
-        store = _open(args)
-        try:
-            handler: Handler = args.handler
-            code = handler(args, store)
-        finally:
-            store.close()
+        if getattr(args, "no_store", False):  # e.g. validating a task file
+            code = int(args.handler(args, None))
+        else:
+            store = _open(args)
+            try:
+                handler: Handler = args.handler
+                code = handler(args, store)
+            finally:
+                store.close()
         sys.stdout.flush()
         return code
     except ExectrackError as exc:

@@ -1,14 +1,17 @@
 """Run the demo host: the app under uvicorn on 127.0.0.1, the traffic generator, and
-a periodic heartbeat task, for a while or until Ctrl-C; then stop cleanly, with no run
-left open."""
+heartbeat tasks on APScheduler (one fails now and then, one always times out, one
+overlaps itself), for a while or until Ctrl-C; then stop cleanly, with no run left
+open."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -17,8 +20,6 @@ from exectrack.demo.app import create_app
 from exectrack.demo.traffic import generate
 
 __all__ = ["DemoResult", "run_demo"]
-
-HEARTBEAT_EVERY = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +30,49 @@ class DemoResult:
     open_runs: int
 
 
-async def _heartbeat(tracker: ExecutionTracker) -> None:
-    """A periodic task ("check the inbox"): every third check fails."""
+async def inbox_digest() -> int:
+    """Check the inbox: quick; every third check finds the mail server down."""
+    global _checks
+    _checks += 1
+    await asyncio.sleep(0.05)
+    if _checks % 3 == 0:
+        raise ConnectionError("the mail server did not answer")
+    return _checks
 
-    @tracker.with_run("heartbeat", "inbox_digest")
-    async def inbox_digest(n: int) -> int:
-        await asyncio.sleep(0.05)
-        if n % 3 == 2:
-            raise ConnectionError("the mail server did not answer")
-        return n
 
-    for n in range(1_000_000):
-        with contextlib.suppress(ConnectionError):
-            await inbox_digest(n)
-        await asyncio.sleep(HEARTBEAT_EVERY)
+async def nightly_report() -> None:
+    """Build a report: takes longer than its 0.5 s timeout, every time."""
+    await asyncio.sleep(2)
+
+
+def index_documents() -> None:
+    """Re-index documents in a thread: takes longer than its interval, so the next
+    due run finds it still running and is skipped."""
+    time.sleep(1.5)
+
+
+_checks = 0
+
+
+def _heartbeat_scheduler(tracker: ExecutionTracker) -> Any:
+    """An APScheduler on the server's event loop with three tracked tasks, or None
+    when APScheduler (the ``heartbeat`` extra) is not installed."""
+    try:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        from exectrack.integrations.apscheduler import attach
+    except ImportError:
+        return None
+    # Its job failures are the demo's point and are recorded as runs: keep them off the
+    # terminal (APScheduler logs each with a traceback).
+    logging.getLogger("apscheduler").setLevel(logging.CRITICAL)
+    scheduler = AsyncIOScheduler()
+    bridge = attach(scheduler, tracker)
+    scheduler.add_job(inbox_digest, "interval", seconds=2, id="inbox_digest")
+    scheduler.add_job(nightly_report, "interval", seconds=3, id="nightly_report")
+    bridge.set_policy("nightly_report", timeout=0.5)
+    scheduler.add_job(index_documents, "interval", seconds=1, id="index_documents", max_instances=1)
+    return scheduler
 
 
 def _socket(host: str, port: int) -> socket.socket:
@@ -80,7 +110,10 @@ def run_demo(
             await asyncio.sleep(0.01)
         if ready is not None:
             ready(url + "/")
-        helpers = [asyncio.create_task(_heartbeat(tracker))]
+        scheduler = _heartbeat_scheduler(tracker)
+        if scheduler is not None:
+            scheduler.start()
+        helpers = []
         if traffic:
             helpers.append(asyncio.create_task(generate(url)))
         if duration is not None:
@@ -93,6 +126,8 @@ def run_demo(
         try:
             await serving
         finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)

@@ -1,0 +1,183 @@
+"""Task files: a good one loads whole; every kind of bad field is one TaskFileError
+naming the task and the field, raised before anything is scheduled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exectrack.heartbeat import LegacyConfig, Task, TaskFileError, load_tasks, parse_duration
+from scheduling import jobs
+
+GOOD = """
+timezone = "UTC"
+
+[legacy]
+stage = "dual"
+database = "sqlite:///app.db"
+
+[[tasks]]
+id = "inbox_digest"
+description = "Summarise new mail"
+target = "scheduling.jobs:ok"
+interval = "30m"
+timeout = "2m"
+retries = 2
+backoff = "10s"
+priority = 5
+max_concurrent = 2
+misfire_grace = "1m"
+
+[[tasks]]
+id = "nightly"
+target = "scheduling.jobs:async_ok"
+cron = "0 3 * * *"
+args = [1]
+kwargs = { b = 2 }
+coalesce = false
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tasks.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_good_task_file_loads_every_field(tmp_path: Path) -> None:
+    """Durations are seconds, targets resolved, defaults filled, legacy read."""
+    spec = load_tasks(write(tmp_path, GOOD))
+    inbox, nightly = spec.tasks
+    assert inbox.func is jobs.ok and nightly.func is jobs.async_ok
+    assert (inbox.interval, inbox.timeout, inbox.backoff, inbox.misfire_grace) == (
+        1800.0,
+        120.0,
+        10.0,
+        60,
+    )
+    assert (inbox.retries, inbox.priority, inbox.max_concurrent) == (2, 5, 2)
+    assert inbox.metadata() == {"priority": 5, "description": "Summarise new mail"}
+    assert nightly.cron == "0 3 * * *" and nightly.is_coroutine and not inbox.is_coroutine
+    assert (nightly.args, dict(nightly.kwargs), nightly.coalesce) == ((1,), {"b": 2}, False)
+    assert spec.timezone == "UTC"
+    assert spec.legacy == LegacyConfig("dual", "sqlite:///app.db", "heartbeat_executions")
+
+
+def task(**fields: str) -> str:
+    """One [[tasks]] table: a valid task with ``fields`` replaced (TOML values)."""
+    base = {"id": '"t1"', "target": '"scheduling.jobs:ok"', "interval": '"1m"'}
+    base.update(fields)
+    body = "\n".join(f"{k} = {v}" for k, v in base.items() if v != "<drop>")
+    return f"[[tasks]]\n{body}\n"
+
+
+BAD = [
+    # (file text, task named, field named, words in the message)
+    (task(intervall='"1m"'), "t1", "intervall", "did you mean 'interval'"),
+    (task(target='"scheduling.jobs:no_such"'), "t1", "target", "has no attribute"),
+    (task(target='"no_such_module_xyz:run"'), "t1", "target", "cannot import module"),
+    (task(target='"scheduling.jobs:not_callable"'), "t1", "target", "not a callable"),
+    (task(target='"scheduling.jobs"'), "t1", "target", "package.module:function"),
+    (task(target="<drop>"), "t1", "target", "missing"),
+    (task(target="42"), "t1", "target", "not a callable"),
+    (task(id="<drop>"), "#1", "id", "missing"),
+    (task(id='"bad id!"'), "bad id!", "id", "not a task id"),
+    (task(id="7"), "#1", "id", "not a task id"),
+    (task(interval='"30x"'), "t1", "interval", "not a duration"),
+    (task(interval="0"), "t1", "interval", "more than 0"),
+    (task(interval="-5"), "t1", "interval", "more than 0"),
+    (task(interval="true"), "t1", "interval", "not a duration"),
+    (task(interval="<drop>"), "t1", "interval", "give a schedule"),
+    (task(cron='"0 * * * *"'), "t1", "cron", "not both"),
+    (task(interval="<drop>", cron='"61 * * * *"'), "t1", "cron", "not a valid cron"),
+    (task(interval="<drop>", cron='"every hour"'), "t1", "cron", "not a valid cron"),
+    (task(interval="<drop>", cron="5"), "t1", "cron", "not a cron expression"),
+    (task(timeout='"soon"'), "t1", "timeout", "not a duration"),
+    (task(timeout="0"), "t1", "timeout", "more than 0"),
+    (task(retries="-1"), "t1", "retries", ">= 0"),
+    (task(retries="1.5"), "t1", "retries", ">= 0"),
+    (task(retries='"3"'), "t1", "retries", ">= 0"),
+    (task(backoff='"fast"'), "t1", "backoff", "not a duration"),
+    (task(priority='"high"'), "t1", "priority", "whole number"),
+    (task(max_concurrent="0"), "t1", "max_concurrent", ">= 1"),
+    (task(misfire_grace='"x"'), "t1", "misfire_grace", "not a duration"),
+    (task(coalesce='"yes"'), "t1", "coalesce", "true or false"),
+    (task(description="3"), "t1", "description", "not a string"),
+    (task(args='"a"'), "t1", "args", "list"),
+    (task(kwargs="[1]"), "t1", "kwargs", "table"),
+    (task() + task(), "t1", "id", "duplicate"),
+    ("", None, "tasks", "no tasks"),
+    ("tasks = []", None, "tasks", "no tasks"),
+    ("tasks = 3", None, "tasks", "array of tables"),
+    ('tasks = ["a"]', None, "tasks", "array of tables"),
+    ("taks = 1\n" + task(), None, None, "did you mean 'tasks'"),
+    ('timezone = "Mars/Olympus"\n' + task(), None, "timezone", "unknown time zone"),
+    ('[legacy]\nstage = "both"\n' + task(), None, "legacy.stage", "dual, read_only, runs_only"),
+    ('[legacy]\nstage = "dual"\n' + task(), None, "legacy.database", "needs the legacy"),
+    ('[legacy]\nstagee = "dual"\n' + task(), None, "legacy.stagee", "did you mean 'stage'"),
+    ('[legacy]\ntable = "drop table;"\n' + task(), None, "legacy.table", "not a table name"),
+    ("legacy = 3\n" + task(), None, "legacy", "must be a table"),
+]
+
+
+@pytest.mark.parametrize(("text", "task_id", "field", "words"), BAD)
+def test_every_kind_of_bad_field_is_one_error_naming_task_and_field(
+    tmp_path: Path, text: str, task_id: str | None, field: str | None, words: str
+) -> None:
+    """The message starts with the file name, names the task and field, says why."""
+    with pytest.raises(TaskFileError) as info:
+        load_tasks(write(tmp_path, text))
+    message = str(info.value)
+    assert message.startswith("tasks.toml: ")
+    assert (info.value.task, info.value.field) == (task_id, field)
+    if task_id is not None:
+        assert f"task '{task_id}'" in message
+    if field is not None:
+        assert f"field '{field}'" in message
+    assert words in message
+    assert "\n" not in message
+
+
+def test_toml_syntax_error_and_unreadable_file_are_one_line(tmp_path: Path) -> None:
+    """Broken TOML and a missing file are one-line TaskFileErrors too."""
+    with pytest.raises(TaskFileError, match=r"tasks.toml: not valid TOML: .*line 1"):
+        load_tasks(write(tmp_path, "[[tasks]\nid = 1"))
+    with pytest.raises(TaskFileError, match="cannot read the task file"):
+        load_tasks(tmp_path / "missing.toml")
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe")
+    with pytest.raises(TaskFileError, match="not UTF-8"):
+        load_tasks(tmp_path / "bin.toml")
+
+
+def test_a_target_whose_import_raises_names_the_module(tmp_path: Path) -> None:
+    """A target module that raises while importing is reported, not propagated."""
+    (tmp_path / "broken_target_mod.py").write_text("1 / 0\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(TaskFileError, match=r"importing module 'broken_target_mod' failed"):
+            load_tasks(write(tmp_path, task(target='"broken_target_mod:run"')))
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_tasks_in_code_are_validated_the_same_way() -> None:
+    """Task(...) in code takes callables or references and rejects bad fields."""
+    t = Task("inbox", jobs.ok, interval=60, timeout="30s")
+    assert (t.interval, t.timeout, t.func) == (60.0, 30.0, jobs.ok)
+    with pytest.raises(TaskFileError, match="field 'retries'") as info:
+        Task("inbox", jobs.ok, interval=60, retries=-2)
+    assert info.value.task == "inbox"
+    with pytest.raises(TaskFileError, match="field 'target'"):
+        Task("inbox", 42, interval=60)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(90, 90.0), (0.5, 0.5), ("90", 90.0), ("90s", 90.0), ("250ms", 0.25), ("30m", 1800.0)],
+)
+def test_durations_parse_to_seconds(text: object, seconds: float) -> None:
+    """Numbers are seconds; strings take ms, s, m, h or d."""
+    assert parse_duration(text) == seconds
