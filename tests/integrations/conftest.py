@@ -3,6 +3,8 @@ thread of the test process, on a free 127.0.0.1 port, stopped when the test ends
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import threading
 import time
@@ -147,3 +149,30 @@ def hypercorn_trio_server(app: Any, graceful: float = 0.5) -> Iterator[Served]:
         stop()
         thread.join(15)
         assert not thread.is_alive(), "hypercorn did not stop"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_tracker(request: pytest.FixtureRequest, db_url: str) -> Iterator[ExecutionTracker]:
+    """A strict tracker on a SQLite file, or on a fresh schema of the test PostgreSQL
+    server (skipped without ``EXECTRACK_TEST_POSTGRES_URL``, failed when
+    ``EXECTRACK_REQUIRE_POSTGRES=1``)."""
+    if request.param == "sqlite":
+        t = ExecutionTracker(db_url, strict=True)
+        yield t
+        t.close()
+        return
+    url = os.environ.get("EXECTRACK_TEST_POSTGRES_URL", "").strip()
+    if not url:
+        if os.environ.get("EXECTRACK_REQUIRE_POSTGRES", "").strip() == "1":
+            pytest.fail("EXECTRACK_REQUIRE_POSTGRES=1 but no EXECTRACK_TEST_POSTGRES_URL")
+        pytest.skip("no EXECTRACK_TEST_POSTGRES_URL")
+    import psycopg
+
+    schema = "t_" + secrets.token_hex(6)
+    t = ExecutionTracker(f"{url}?schema={schema}", strict=True)
+    try:
+        yield t
+    finally:
+        t.close()
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
