@@ -153,15 +153,14 @@ class CancelReason:
         stream closed early now (:func:`closed_early`): for an entry point whose
         framework dropped a stream without closing it (Starlette cancels a response
         while it is sending and never closes its body iterator). Returns how many."""
-        ended = 0
+        streams = [h for h in self._runs if h._final is None and h._items is not None]
+        if not streams:
+            return 0  # (a plain run still open is someone's work: left alone)
         outcome = closed_early(self)
-        for h in self.open_runs():
-            t = h._tracker
-            if h._items is None or t is None:
-                continue  # not a stream (a plain run still open is someone's work)
-            t._end(h, outcome)
-            ended += 1
-        return ended
+        for h in streams:
+            if h._tracker is not None:
+                h._tracker._end(h, outcome)
+        return len(streams)
 
     def __repr__(self) -> str:
         return f"<CancelReason {self.code or 'unknown'}>"
