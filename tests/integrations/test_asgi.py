@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+import exectrack
 from exectrack import ExecutionTracker, Run, RunStatus
 from exectrack.integrations.asgi import ExectrackMiddleware
 
@@ -291,7 +292,12 @@ def handler_app(tracker: ExecutionTracker, release: threading.Event, **options: 
 
     @tracker.with_run("skill", "lookup")
     async def lookup() -> str:
-        await anyio.to_thread.run_sync(release.wait)
+        # Works until released, or until the middleware marked the run (the client
+        # left): a server-side wait, so the test needs no sleep of its own.
+        run = exectrack.current_run()
+        assert run is not None
+        while not release.is_set() and not (run._extra or {}).get("client_disconnected"):  # noqa: ASYNC110
+            await anyio.sleep(0.005)
         return "found"
 
     @app.get("/answer")
@@ -331,11 +337,11 @@ def test_a_handler_whose_client_left_keeps_its_status_and_says_so(
     """A non-streaming handler whose client goes away while it works (nothing in the
     app listens for a disconnect then): its run and the tool run it awaits end with
     the status of their work (success) and ``client_disconnected: true`` in their
-    metadata; the response is never sent."""
-    release = threading.Event()
+    metadata; the response is never sent. (The middleware's default watch starts
+    0.05 s into the handler and sees the earlier disconnect at once.)"""
+    release = threading.Event()  # never set: the handler goes on once it is marked
     with uvicorn_server(handler_app(tracker, release)) as served:
         drop_while_handling(served, method)
-        release.set()
         runs = wait_for_ended(tracker, 1, source="chat") + wait_for_ended(tracker, source="skill")
     assert [(r.source, r.status, r.metadata) for r in runs] == [
         ("chat", RunStatus.SUCCESS, {"client_disconnected": True}),

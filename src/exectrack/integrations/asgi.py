@@ -69,25 +69,30 @@ class ExectrackMiddleware:
       ``consumer_closed`` when there is none.
     - While the handler works and before the response starts, nothing in the app
       listens for a disconnect; with ``watch_disconnect`` (on asyncio) the middleware
-      does, so a client that goes away then is noticed at once. Runs of the request
-      that are still open when the client goes get ``client_disconnected: true`` in
-      their metadata; their status stays what their work ends with (a handler is
-      not cancelled by a disconnect, its work is done).
+      does, from ``watch_after`` seconds after the request body is in (a quick
+      handler costs no task; a disconnect that happened earlier is seen at once when
+      the watch starts). Runs of the request that are still open when the client
+      goes get ``client_disconnected: true`` in their metadata; their status stays
+      what their work ends with (a handler is not cancelled by a disconnect, its
+      work is done).
 
     WebSocket and lifespan scopes pass through untouched.
     """
 
-    __slots__ = ("app", "watch_disconnect")
+    __slots__ = ("app", "watch_after", "watch_disconnect")
 
-    def __init__(self, app: ASGIApp, *, watch_disconnect: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, watch_disconnect: bool = True, watch_after: float = 0.05
+    ) -> None:
         self.app = app
         self.watch_disconnect = watch_disconnect
+        self.watch_after = watch_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(receive, send)
+        exchange = _Exchange(receive, send, self.watch_after)
         with exectrack.cancel_reason(resolve=exchange.cause) as reason:
             exchange.reason = reason
             if self.watch_disconnect and exchange.task is not None:
@@ -118,15 +123,21 @@ class _Exchange:
         "disconnected",
         "held",
         "reason",
+        "receiving",
         "started",
         "task",
+        "timer",
+        "watch_after",
         "watcher",
         "watching",
     )
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, watch_after: float) -> None:
         self._receive = receive
         self._send = send
+        self.watch_after = watch_after
+        self.timer: asyncio.TimerHandle | None = None
+        self.receiving = False  # the app waits in the server's receive
         self.started = False  # the response started
         self.complete = False  # the last body message was sent
         self.disconnected = False  # the client went away before that
@@ -162,13 +173,25 @@ class _Exchange:
     # -- the watcher: the server's receive, read while the handler works ----------------
 
     def watch(self) -> None:
-        """Read the server's ``receive`` in a task until the response starts: the
-        request body is in, so the only thing left to come is ``http.disconnect``."""
+        """Read the server's ``receive`` in a task until the response starts, from
+        ``watch_after`` seconds on: the request body is in, so the only thing left to
+        come is ``http.disconnect``."""
         self.watching = False
-        if not self.started and not self.disconnected:
+        if self.watch_after > 0:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.watch_after, self._start_watcher)
+        else:
+            self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        self.timer = None
+        if not (self.started or self.disconnected or self.receiving):  # else: no need
             self.watcher = asyncio.get_running_loop().create_task(self._watch())
 
     def unwatch(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
         watcher, self.watcher = self.watcher, None
         if watcher is not None and not watcher.done():
             watcher.cancel()
@@ -208,7 +231,11 @@ class _Exchange:
             return await self.receive()
         if self.disconnected:
             return dict(_DISCONNECT)  # the watcher took the server's only copy
-        message = await self._receive()
+        self.receiving = True
+        try:
+            message = await self._receive()
+        finally:
+            self.receiving = False
         kind = message["type"]
         if kind == "http.disconnect":
             if not self.complete:
