@@ -1,7 +1,7 @@
 """The background writer: one thread per store, group commit, a bounded queue.
 
 ``submit`` appends a command and returns at once (the thread is woken only when it
-sleeps). Woken from sleep, the thread lingers ``linger`` seconds (2 ms) before it
+sleeps). Woken from sleep, the thread lingers ``linger`` seconds (10 ms) before it
 takes what is pending, unless a flush or close waits: a run shorter than that (a
 tool call, a streamed response) has its finish folded into its start and costs one
 row instead of two transactions, and a burst becomes one batch (measured:
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE = 100_000
 DEFAULT_MAX_BATCH = 1_000
 DEFAULT_PUT_WAIT = 0.1  # seconds a full queue makes a (non-async) caller wait
-DEFAULT_LINGER = 0.002  # seconds the thread waits for more once woken from sleep
+DEFAULT_LINGER = 0.01  # seconds the thread waits for more once woken from sleep
 RETRY_MAX = 1.0  # seconds between two attempts while the store is unavailable
 DOWN_WAIT = 0.5  # seconds a flush waits for a store that is down to answer again
 STALLED = 1.0  # seconds one batch may take before a full queue stops making callers wait
