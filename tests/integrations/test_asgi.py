@@ -416,3 +416,89 @@ def test_starlette_spec_2_4_path_oserror_on_send_is_client_disconnected(
     anyio.run(main)
     [run] = ended_runs(tracker)
     assert (run.status, run.error_code, run.items) == (CANCELED, "client_disconnected", 3)
+
+
+SIGTERM_SERVER = """
+import socket, sys
+import anyio, uvicorn
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+import exectrack
+from exectrack.integrations.asgi import ExectrackMiddleware
+
+@exectrack.with_run("chat", "answer")
+async def answer(sse):
+    for i in range(3):
+        yield {"data": f"chunk {i}"} if sse else f"chunk {i}\\n"
+    await anyio.sleep_forever()
+
+async def stream(request):
+    return StreamingResponse(answer(False), media_type="text/plain")
+
+async def sse(request):
+    return EventSourceResponse(answer(True), ping=0)
+
+app = ExectrackMiddleware(Starlette(routes=[Route("/stream", stream), Route("/sse", sse)]))
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1)
+uvicorn.Server(config).run(sockets=[sock])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ROUTES)
+def test_sigterm_to_a_uvicorn_process_mid_stream_is_shutdown(
+    tmp_path: Any, db_url: str, route: str
+) -> None:
+    """A real uvicorn process behind the middleware gets SIGTERM while a client reads
+    a stream (sse-starlette cancels its streams at once on uvicorn's signal,
+    Starlette's wait for the graceful timeout): the run is canceled/shutdown, never
+    client_disconnected, though the connection then closes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from exectrack import RunFilter, open_store
+
+    script = tmp_path / "server.py"
+    script.write_text(SIGTERM_SERVER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECTRACK_")}
+    server = subprocess.Popen(
+        [sys.executable, str(script)],
+        env={**env, "EXECTRACK_DATABASE_URL": db_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        served = Served(int(server.stdout.readline()), stop=lambda: None)
+        wait_until(lambda: _listening(served.port), 30, "the server listens")
+        with httpx.Client(timeout=10) as client:
+            with client.stream("GET", served.url(route)) as response:
+                lines = (line for line in response.iter_lines() if line.strip())
+                assert len([next(lines) for _ in range(3)]) == 3
+                server.send_signal(signal.SIGTERM)
+                with pytest.raises(httpx.HTTPError):
+                    for _ in lines:  # the server ends the stream when it cancels it
+                        pass
+        server.wait(30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    [run] = open_store(db_url).list_runs(RunFilter(sources=("chat",)), limit=5)
+    assert (run.status, run.error_code, run.items) == (CANCELED, "shutdown", 3)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
