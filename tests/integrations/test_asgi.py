@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -52,6 +52,11 @@ def chat_app(tracker: ExecutionTracker, *, middleware: bool = True) -> Any:
         if hang:
             await anyio.sleep_forever()
 
+    @tracker.with_run("chat", "answer")
+    def sync_answer(n: int) -> Iterator[str]:  # served from Starlette's thread pool
+        for i in range(n):
+            yield f"chunk {i}\n"
+
     def body(request: Request, sse: bool) -> AsyncIterator[Any]:
         q = request.query_params
         return answer(int(q.get("n", "5")), q.get("hang") == "1", int(q.get("fail", "-1")), sse)
@@ -62,12 +67,20 @@ def chat_app(tracker: ExecutionTracker, *, middleware: bool = True) -> Any:
     async def sse(request: Request) -> Response:
         return EventSourceResponse(body(request, sse=True), ping=0)
 
+    async def sync_stream(request: Request) -> Response:
+        return StreamingResponse(sync_answer(int(request.query_params.get("n", "5"))))
+
     async def refused(request: Request) -> Response:
         body(request, sse=False)  # built, never iterated
         return JSONResponse({"error": "quota"}, status_code=429)
 
     app: Any = Starlette(
-        routes=[Route("/stream", stream), Route("/sse", sse), Route("/refused", refused)]
+        routes=[
+            Route("/stream", stream),
+            Route("/sse", sse),
+            Route("/sync", sync_stream),
+            Route("/refused", refused),
+        ]
     )
     app = StallSend(app)
     return ExectrackMiddleware(app) if middleware else app
@@ -167,6 +180,26 @@ def test_a_client_that_drops_mid_stream_is_client_disconnected(
     )
     assert run.items is not None and 3 <= run.items <= 4  # the 4th may be stuck in send
     assert run.first_item_ms is not None
+
+
+@pytest.mark.parametrize("n", [3, 100_000], ids=["full-read", "send-blocked-drop"])
+def test_a_sync_generator_from_the_thread_pool_ends_right(
+    tracker: ExecutionTracker, n: int
+) -> None:
+    """A tracked *sync* generator (Starlette iterates it on worker threads): a full
+    read is a success; a drop while the response is stuck in ``send`` leaves the
+    generator suspended on its thread, and the middleware ends it
+    client_disconnected."""
+    with uvicorn_server(chat_app(tracker)) as served:
+        if n == 3:
+            with httpx.Client(timeout=10) as client:
+                assert "chunk 2" in client.get(served.url("/sync?n=3")).text
+        else:
+            read_chunks(served, f"/sync?n={n}&stall=3", 3)
+        run = the_run(tracker, 1.0)
+    expected = (RunStatus.SUCCESS, None) if n == 3 else (CANCELED, "client_disconnected")
+    assert (run.status, run.error_code) == expected
+    assert run.items is not None and run.items >= 3
 
 
 @pytest.mark.parametrize("route", ROUTES)
