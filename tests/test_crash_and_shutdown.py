@@ -156,6 +156,35 @@ def test_sigterm_finishes_open_runs_as_shutdown_then_dies_of_the_signal(db_url: 
     assert by_ref == {f"open-{i}": [(RunStatus.CANCELED, "shutdown")] for i in range(5)}
 
 
+SIGTERM_IN_A_LOCK_CHILD = """
+import os, signal, sys, time
+import exectrack
+
+t = exectrack.ExecutionTracker(sys.argv[1], strict=True)
+for i in range(50):
+    t.start("worker", "queued").finish_success()
+print("ready", flush=True)
+# The signal lands while the main thread holds the writer's lock, as it does for a
+# moment in every submit that wakes the writer (a Pool worker terminated while its
+# exit flush runs): the handler must not wait for work that needs that lock.
+with t._writer._cond:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.3)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_main_thread_holds_a_writer_lock_loses_nothing(db_url: str) -> None:
+    """SIGTERM delivered while the main thread holds the writer's lock (the handler
+    runs inside that critical section): every queued run is still written and the
+    process dies of the signal, instead of a 6 s deadlock that loses the queue."""
+    child = _start_child(SIGTERM_IN_A_LOCK_CHILD, db_url)
+    assert child.wait(30) == -signal.SIGTERM
+    runs = open_store(db_url).list_runs(RunFilter(), limit=100)
+    assert [r.status for r in runs] == [RunStatus.SUCCESS] * 50
+
+
 EXIT_CHILD = """
 import signal, sys
 import exectrack

@@ -67,6 +67,9 @@ def test_demo_for_20_seconds_shows_every_source_and_outcome(tmp_path: Path) -> N
         )
     assert {("success", None), ("timeout", "deadline_exceeded")} <= heartbeat
     assert ("canceled", "skipped_overlap") in heartbeat
+    with sqlite3.connect(db) as conn:
+        chat = set(conn.execute("SELECT status, error_code FROM runs WHERE source = 'chat'"))
+    assert ("canceled", "client_disconnected") in chat  # the user who hangs up
 
 
 @pytest.mark.slow

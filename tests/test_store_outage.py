@@ -252,7 +252,9 @@ def test_a_stall_of_one_second_at_70000_runs_per_second_loses_no_run(
 
         asyncio.run(main())
     stats = t.stats()
-    assert stats.dropped == 0 and stats.queued == STALL_RUNS + 2  # + first's start and finish
+    # + first: one entry when its finish was folded into its start during the writer's
+    # linger (it ends within microseconds), two when the writer took the start first
+    assert stats.dropped == 0 and stats.queued in (STALL_RUNS + 1, STALL_RUNS + 2)
     store.gate.set()
     assert t.flush(120)
     counts = t.run_stats(source_ref="stalled")

@@ -80,6 +80,9 @@ def test_full_queue_drops_new_runs_after_bounded_wait(db_url: str) -> None:
     def work(i: int) -> int:
         return i
 
+    first = t.start("skill", "first")  # the writer takes this and waits at the gate
+    assert store.waiting.wait(5)
+    first.finish_success()
     started = time.monotonic()
     assert [work(i) for i in range(20)] == list(range(20))
     elapsed = time.monotonic() - started
@@ -90,7 +93,7 @@ def test_full_queue_drops_new_runs_after_bounded_wait(db_url: str) -> None:
     store.gate.set()
     assert t.flush(5)
     stored = t.list_runs(limit=100).runs
-    assert len(stored) == 20 - stats.dropped
+    assert len(stored) == 1 + 20 - stats.dropped
     assert {r.status for r in stored} == {RunStatus.SUCCESS}
     t.close()
 
@@ -255,3 +258,59 @@ def test_exit_flush_is_bounded_when_store_is_stuck(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "exiting" in proc.stdout
     assert "exit flush timed out" in proc.stderr
+
+
+class CountingStore(FailingStore):
+    """A real store that records the size of every batch it is given."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(open_store(url), fail=set())
+        self.batches: list[int] = []
+
+    def apply(self, commands: Sequence[Command]) -> ApplyResult:
+        self.batches.append(len(commands))
+        return super().apply(commands)
+
+
+@pytest.mark.parametrize("end", ["flush", "close"])
+def test_a_run_shorter_than_the_linger_is_one_row_and_a_flush_does_not_wait(
+    db_url: str, end: str
+) -> None:
+    """Woken from sleep, the writer lingers before taking what is pending: a run
+    that ends meanwhile is folded into its start (one command, one batch). A flush
+    or a close cuts the linger short (here 60 s, the flush is given 5)."""
+    store = CountingStore(db_url)
+    t = ExecutionTracker(store, strict=True)
+    assert t._writer is not None
+    t._writer._linger = 60.0
+    h = t.start("skill", "short")
+    h.finish_success()
+    if end == "flush":
+        assert t.flush(5)
+    else:
+        assert t.close(5)
+    assert store.batches == [1]
+    run = open_store(db_url).get(h.id)
+    assert run is not None and run.status is RunStatus.SUCCESS
+    t.close()
+
+
+def test_a_busy_writer_does_not_linger(db_url: str) -> None:
+    """The linger applies only when the writer wakes from sleep: commands queued
+    while it applies a batch are taken at once after it (a flush is not needed)."""
+    store = GatedStore(db_url)
+    t = ExecutionTracker(store, strict=True)
+    assert t._writer is not None
+    first = t.start("skill", "first")  # taken (after the default linger), held at the gate
+    assert store.waiting.wait(5)
+    t._writer._linger = 60.0
+    second = t.start("skill", "second")
+    store.gate.set()
+    reader = open_store(db_url)
+    deadline = time.monotonic() + 5
+    while reader.get(second.id) is None:
+        assert time.monotonic() < deadline, "the second start waited for a linger"
+        time.sleep(0.001)
+    first.finish_success()
+    second.finish_success()
+    t.close()

@@ -50,6 +50,8 @@ _sigterm_wanted = False  # a tracker asked for the handler; set it from the main
 _installed: object = None  # the SIGTERM disposition exectrack last set or accepted
 _main_ident = threading.main_thread().ident
 terminating = False  # SIGTERM was passed on to the application's own handler
+_dying = 0  # the signal that came to exectrack's own handler: the process is ending
+SIGNAL_WAIT = 0.5  # seconds the SIGTERM handler waits for the shutdown before returning
 
 
 def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
@@ -65,12 +67,18 @@ def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
     return finished
 
 
+def _at_exit() -> None:
+    shutdown_all(EXIT_TIMEOUT)
+    if _dying:  # SIGTERM came and its handler returned: die of it, as promised
+        os.kill(os.getpid(), _dying)
+
+
 def register_for_shutdown(tracker: ExecutionTracker, handle_sigterm: bool) -> None:
     global _atexit_installed, _sigterm_wanted
     _live.add(tracker)
     if not _atexit_installed:
         _atexit_installed = True
-        atexit.register(shutdown_all, EXIT_TIMEOUT)
+        atexit.register(_at_exit)
     if handle_sigterm:
         _sigterm_wanted = True
         _install_sigterm_handler()
@@ -102,6 +110,8 @@ def on_first_run() -> None:
 
 def _install_sigterm_handler() -> None:
     global _installed
+    if _dying:
+        return  # SIGTERM came: its default action is what ends the process now
     if threading.get_ident() != _main_ident or not hasattr(signal, "SIGTERM"):
         return  # signal handlers can only be set there: the main thread's next run will
     if _raw_getsignal(_SIGTERM) is _installed:
@@ -116,16 +126,36 @@ def _install_sigterm_handler() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Shut trackers down, then die of the signal as if exectrack were not here."""
-    # In a helper thread, so a lock the interrupted code holds can only cost the
-    # budget, never hang the process.
-    helper = threading.Thread(target=shutdown_all, args=(EXIT_TIMEOUT,), daemon=True)
-    helper.start()
-    helper.join(EXIT_TIMEOUT + 1)
+    """Shut trackers down, then die of the signal as if exectrack were not here.
+
+    A helper thread finishes the open runs and flushes, then sends the signal again,
+    whose default action ends the process. The handler waits for it a moment only:
+    the main thread may have been interrupted holding a lock the shutdown needs (the
+    writer's, for a moment in every submit), and waiting longer would deadlock until
+    the budget ran out and lose the queue. Past that moment the handler returns, the
+    main thread goes on (a blocking call resumes) and releases the lock, and the
+    helper ends the process when it is done; if the main thread reaches interpreter
+    exit first, the exit hook flushes and sends the signal. A second SIGTERM
+    meanwhile ends the process at once.
+    """
+    global _sigterm_wanted, _dying
+    _dying = signum
+    _sigterm_wanted = False  # the main thread's next run must not set it again
     signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-    time.sleep(1)  # pragma: no cover - the signal ends the process first
-    os._exit(128 + signum)  # pragma: no cover
+    helper = threading.Thread(
+        target=_shutdown_then_die, args=(signum,), name="exectrack-sigterm", daemon=True
+    )
+    helper.start()
+    helper.join(SIGNAL_WAIT)  # the helper ends the process when it is done
+
+
+def _shutdown_then_die(signum: int) -> None:
+    try:
+        shutdown_all(EXIT_TIMEOUT)
+    finally:
+        os.kill(os.getpid(), signum)
+        time.sleep(1)  # pragma: no cover - the signal ends the process first
+        os._exit(128 + signum)  # pragma: no cover
 
 
 class _Chained:
@@ -150,8 +180,9 @@ class _Chained:
 def _forget_parent_runs() -> None:
     """A forked child does not own the runs its parent had open: its exit (or SIGTERM)
     must not finish them, and its heartbeat must not count them."""
-    global terminating, _main_ident
+    global terminating, _main_ident, _dying
     terminating = False
+    _dying = 0
     _main_ident = threading.main_thread().ident
     for tracker in list(_live):
         tracker._open_runs.clear()

@@ -22,12 +22,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exectrack._classify import ErrorClassifier, Problems, ResultClassifier, normalize_code
 from exectrack._model import RunStatus
+
+if TYPE_CHECKING:
+    from exectrack._handle import RunHandle
 
 __all__ = [
     "CANCELLED",
@@ -38,6 +41,8 @@ __all__ = [
     "ClientDisconnected",
     "Outcome",
     "cancel_reason",
+    "closed_early",
+    "current_reason",
     "is_cancellation",
     "outcome_of_exception",
     "outcome_of_result",
@@ -99,30 +104,83 @@ _CAUSES: dict[str, Outcome] = {
 class CancelReason:
     """Why work running in this context gets cancelled, set by whoever learns it first
     (an ASGI server's ``http.disconnect``, a scheduler shutting down): a run inside
-    that ends by cancellation records ``code`` instead of ``cancelled``.
+    that ends by cancellation, or a stream inside that is closed early, records ``code``
+    instead of ``cancelled`` / ``consumer_closed``.
 
     Open one with :func:`exectrack.cancel_reason` around the work; tasks started inside
-    see the same object, so setting ``code`` later reaches them.
+    see the same object, so setting ``code`` later reaches them. An entry point that
+    can only tell the cause when it is asked passes ``resolve``: it is called (when
+    ``code`` is unset) each time a run inside ends by cancellation.
+
+    The block also remembers the runs opened inside it (in this process), so the entry
+    point can see which are still open when its work ends (:meth:`open_runs`) and end
+    the streams a framework dropped without closing them (:meth:`end_open_streams`).
     """
 
-    __slots__ = ("code",)
+    __slots__ = ("_pruned_at", "_runs", "code", "resolve")
 
-    def __init__(self) -> None:
+    def __init__(self, resolve: Callable[[], str | None] | None = None) -> None:
         self.code: str | None = None
+        self.resolve = resolve
+        self._runs: list[RunHandle] = []
+        self._pruned_at = _PRUNE_AT
+
+    def cause(self) -> str | None:
+        """``code``, else what ``resolve`` says now (None: not known)."""
+        if self.code:
+            return self.code
+        resolve = self.resolve
+        if resolve is None:
+            return None
+        try:
+            return resolve()
+        except Exception:  # the cause is a nicety: never break a finish for it
+            return None
+
+    def _opened(self, handle: RunHandle) -> None:
+        runs = self._runs
+        runs.append(handle)
+        if len(runs) >= self._pruned_at:  # a long-lived block: keep only open runs
+            runs[:] = [h for h in runs if h._final is None]
+            self._pruned_at = max(_PRUNE_AT, 2 * len(runs))
+
+    def open_runs(self) -> list[RunHandle]:
+        """The runs opened inside the block (in this process) that are still open."""
+        return [h for h in self._runs if h._final is None]
+
+    def end_open_streams(self) -> int:
+        """End every tracked stream opened inside the block that is still open, as a
+        stream closed early now (:func:`closed_early`): for an entry point whose
+        framework dropped a stream without closing it (Starlette cancels a response
+        while it is sending and never closes its body iterator). Returns how many."""
+        streams = [h for h in self._runs if h._final is None and h._items is not None]
+        if not streams:
+            return 0  # (a plain run still open is someone's work: left alone)
+        outcome = closed_early(self)
+        for h in streams:
+            if h._tracker is not None:
+                h._tracker._end(h, outcome)
+        return len(streams)
 
     def __repr__(self) -> str:
         return f"<CancelReason {self.code or 'unknown'}>"
 
+
+_PRUNE_AT = 64
 
 _reason: contextvars.ContextVar[CancelReason | None] = contextvars.ContextVar(
     "exectrack_cancel_reason", default=None
 )
 
 
+def current_reason() -> CancelReason | None:
+    return _reason.get()
+
+
 @contextlib.contextmanager
-def cancel_reason() -> Iterator[CancelReason]:
+def cancel_reason(resolve: Callable[[], str | None] | None = None) -> Iterator[CancelReason]:
     """A :class:`CancelReason` for the work inside the block (sync or async code)."""
-    reason = CancelReason()
+    reason = CancelReason(resolve)
     token = _reason.set(reason)
     try:
         yield reason
@@ -130,16 +188,29 @@ def cancel_reason() -> Iterator[CancelReason]:
         _reason.reset(token)
 
 
-def _cancelled() -> Outcome:
-    reason = _reason.get()
-    code = None if reason is None else reason.code
+def _caused(code: str | None, default: Outcome) -> Outcome:
     if not code:
-        return CANCELLED
+        return default
     known = _CAUSES.get(code)
     if known is not None:
         return known
     code = normalize_code(code, "cancelled")
     return Outcome(RunStatus.CANCELED, code, f"the run was cancelled: {code}", False)
+
+
+def _cancelled() -> Outcome:
+    reason = _reason.get()
+    return CANCELLED if reason is None else _caused(reason.cause(), CANCELLED)
+
+
+def closed_early(reason: CancelReason | None = None) -> Outcome:
+    """A stream closed before its end: ``consumer_closed``, or the cause the
+    enclosing :class:`CancelReason` knows (a client that went away closes it too)."""
+    if reason is None:
+        reason = _reason.get()
+        if reason is None:
+            return CONSUMER_CLOSED
+    return _caused(reason.cause(), CONSUMER_CLOSED)
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -166,7 +237,7 @@ def outcome_of_exception(
     if is_cancellation(exc):
         return _cancelled()
     if isinstance(exc, GeneratorExit):
-        return CONSUMER_CLOSED
+        return closed_early()
     if isinstance(exc, SystemExit):
         code = _exit_code(exc)
         if code is None or (isinstance(code, int) and code == 0):

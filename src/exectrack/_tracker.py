@@ -34,7 +34,7 @@ from exectrack._context import current
 from exectrack._echo import echo
 from exectrack._failures import Failures
 from exectrack._handle import RunHandle, null_handle
-from exectrack._lifecycle import CANCELLED, SHUTDOWN, Outcome, outcome_of_exception
+from exectrack._lifecycle import CANCELLED, SHUTDOWN, Outcome, current_reason, outcome_of_exception
 from exectrack._model import RunStatus, datetime_to_us, new_run_id, validate_source
 from exectrack._owner import process_owner
 from exectrack._reads import TrackerReads
@@ -300,6 +300,9 @@ class ExecutionTracker(TrackerReads):
         if self._shutting:  # exit began: it may not see this run, so it is not recorded
             self._open_runs.pop(h.id, None)
             return h
+        reason = current_reason()
+        if reason is not None:  # an entry point's block: it may end what it dropped
+            reason._opened(h)
         h.recorded = self._create(cmd)
         if h.recorded and self._writer is not None:
             h._cmd = cmd

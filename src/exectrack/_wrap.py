@@ -25,6 +25,7 @@ from exectrack._lifecycle import (
     CONSUMER_CLOSED,
     SUCCESS,
     Outcome,
+    closed_early,
     outcome_of_result,
 )
 from exectrack._model import validate_source
@@ -149,7 +150,7 @@ def _drive_sync(
                 if token is not None:
                     current.reset(token)
                 if t is not None and h is not None:
-                    t._end(h, CONSUMER_CLOSED)
+                    t._end(h, closed_early())
             raise
         except BaseException as exc:
             thrown, send = exc, None
@@ -219,7 +220,7 @@ def _async_stream(
                     if token is not None:
                         current.reset(token)
                     if t is not None and h is not None:
-                        t._end(h, CONSUMER_CLOSED)
+                        t._end(h, closed_early())
                 raise
             except BaseException as exc:
                 thrown, send = exc, None

@@ -1,11 +1,16 @@
 """The background writer: one thread per store, group commit, a bounded queue.
 
 ``submit`` appends a command and returns at once (the thread is woken only when it
-sleeps). The thread drains whatever is pending and applies it in one transaction, so
-under light load a command lands within milliseconds and under heavy load batches
-grow. A finish whose run's create is still queued is folded into that create
-(``finish``), so a short run takes one queue slot and is written as one row: about
-380 bytes while it waits (measured: ``bench/stall_and_memory.py``).
+sleeps). Woken from sleep, the thread lingers ``linger`` seconds (10 ms) before it
+takes what is pending, unless a flush or close waits: a run shorter than that (a
+tool call, a streamed response) has its finish folded into its start and costs one
+row instead of two transactions, and a burst becomes one batch (measured:
+``bench/asgi_latency.py``). Then it drains whatever is pending and applies it in one
+transaction, so under light load a command lands within a few milliseconds and under
+heavy load batches grow (a busy writer never lingers). A finish whose run's create
+is still queued is folded into that create (``finish``), so a short run takes one
+queue slot and is written as one row: about 380 bytes while it waits (measured:
+``bench/stall_and_memory.py``).
 
 The queue holds ``queue_size`` commands (100,000 by default). Only new runs count
 against it: a start, once accepted, is always followed by its finish, so a run is
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE = 100_000
 DEFAULT_MAX_BATCH = 1_000
 DEFAULT_PUT_WAIT = 0.1  # seconds a full queue makes a (non-async) caller wait
+DEFAULT_LINGER = 0.01  # seconds the thread waits for more once woken from sleep
 RETRY_MAX = 1.0  # seconds between two attempts while the store is unavailable
 DOWN_WAIT = 0.5  # seconds a flush waits for a store that is down to answer again
 STALLED = 1.0  # seconds one batch may take before a full queue stops making callers wait
@@ -85,6 +91,7 @@ class Writer:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_batch: int = DEFAULT_MAX_BATCH,
         put_wait: float = DEFAULT_PUT_WAIT,
+        linger: float = DEFAULT_LINGER,
     ) -> None:
         self.store = store
         self._report = report
@@ -92,6 +99,7 @@ class Writer:
         self._max = max(1, queue_size)
         self._max_batch = max(1, max_batch)
         self._put_wait = put_wait
+        self._linger = max(0.0, linger)
         self._closed = False
         self._init_state()
         _writers.add(self)
@@ -101,6 +109,7 @@ class Writer:
         self._lock = threading.Lock()  # the thread taking creates vs a finish folding in
         self._cond = threading.Condition(threading.Lock())
         self._idle = True  # the thread sleeps (or does not exist): submit must wake it
+        self._hurry = False  # a flush waits: do not linger
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._count_lock = threading.Lock()
@@ -197,6 +206,7 @@ class Writer:
             return not any(type(item) is not _Marker for item in list(self._pending))
         marker = _Marker()
         self._pending.append(marker)
+        self._hurry = True
         self._wake()
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
@@ -249,6 +259,7 @@ class Writer:
         cond = self._cond
         lock = self._lock
         self._idle = False
+        woke = True  # the thread was started for a command just queued
         while True:
             if not pending:
                 with cond:
@@ -258,6 +269,13 @@ class Writer:
                     self._idle = False
                     if not pending:
                         return  # stopping, nothing left
+                woke = True
+            if woke:
+                woke = False
+                with cond:  # a flush or close sets its flag, then notifies under cond
+                    if self._linger and not self._hurry and not self._stopping:
+                        cond.wait(self._linger)
+            self._hurry = False
             batch: list[Command] = []
             markers: list[_Marker] = []
             with lock:  # from here on a finish can no longer fold into these creates

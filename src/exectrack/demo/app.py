@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from exectrack import ExecutionTracker
 from exectrack.demo.model import FakeModel
 from exectrack.demo.tools import Tools, make_tools
+from exectrack.integrations.asgi import ExectrackMiddleware
 
 __all__ = ["create_app"]
 
@@ -44,6 +45,9 @@ def create_app(
     tools = tools if tools is not None else make_tools(tracker)
     turns = itertools.count()
     app = FastAPI(title="exectrack demo agent host", docs_url=None, redoc_url=None)
+    # A tracked stream ends when its response really ends: a user who hangs up is
+    # client_disconnected (with the chunks sent), a server shutdown is shutdown.
+    app.add_middleware(ExectrackMiddleware)
 
     async def turn_stream(message: str, turn: int) -> AsyncIterator[str]:
         plan = model.plan(turn, message)
