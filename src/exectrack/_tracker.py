@@ -21,7 +21,6 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from exectrack._echo import echo
 from exectrack._failures import Failures
 from exectrack._handle import RunHandle, null_handle
 from exectrack._lifecycle import CANCELLED, SHUTDOWN, Outcome, current_reason, outcome_of_exception
+from exectrack._lifetime import TrackerLifetime, TrackerStats
 from exectrack._model import RunStatus, datetime_to_us, new_run_id, validate_source
 from exectrack._owner import process_owner
 from exectrack._reads import TrackerReads
@@ -45,13 +45,7 @@ from exectrack._redact import (
     encode_metadata,
     normalize_metadata,
 )
-from exectrack._writer import (
-    DEFAULT_QUEUE_SIZE,
-    EXIT_STALLED,
-    Writer,
-    WriterStats,
-    log_unwritten,
-)
+from exectrack._writer import DEFAULT_QUEUE_SIZE, Writer
 from exectrack.errors import InvalidArgumentError
 from exectrack.monitor import DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, Monitor
 from exectrack.stores import FinishResult, FinishRun, MarkRunning, NewRun, Store, open_store
@@ -70,24 +64,7 @@ TERMINATING_FLUSH = 2.0  # seconds a finish waits for its commit once SIGTERM wa
 Deadline = datetime | timedelta | float | int | None
 
 
-@dataclass(frozen=True, slots=True)
-class TrackerStats:
-    """Health of the write path. ``dropped`` runs were never written; ``unavailable``:
-    the store failed its last attempt and nothing waits for it until it answers."""
-
-    enabled: bool
-    durability: Durability
-    open_runs: int
-    queued: int
-    committed: int
-    not_applied: int
-    dropped: int
-    failures: int
-    failures_by_cause: dict[str, int]
-    unavailable: bool = False
-
-
-class ExecutionTracker(TrackerReads):
+class ExecutionTracker(TrackerLifetime, TrackerReads):
     """Records runs into a store.
 
     ``store`` is a Store, a database URL, or None for ``EXECTRACK_DATABASE_URL`` (else a
@@ -592,83 +569,6 @@ class ExecutionTracker(TrackerReads):
             metadata=metadata,
             deadline=deadline,
             classify_result=classify_result,
-        )
-
-    # -- flushing, stats, shutdown -----------------------------------------------------
-
-    def held_run_ids(self) -> list[str]:
-        """Ids of the recorded runs this process still holds open (the heartbeat
-        renews exactly these)."""
-        gen = _owner.generation
-        return [h.id for h in list(self._open_runs.values()) if h.recorded and h._gen == gen]
-
-    def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until every write queued so far is committed. True when drained;
-        False at once while the store is down (queued writes are kept for later)."""
-        ok = True if self._writer is None else self._writer.flush(timeout)
-        self._failures.raise_deferred()
-        return ok
-
-    def shutdown(self, timeout: float = 5.0) -> int:
-        """Finish every run this tracker still has open as ``canceled``/``shutdown``
-        and flush, within ``timeout`` seconds; runs opened later are not recorded.
-        Runs at interpreter exit, at a multiprocessing child's end and on SIGTERM;
-        returns how many runs it finished."""
-        self._shutting = True
-        deadline = time.monotonic() + timeout
-        finished = 0
-        gen = _owner.generation
-        try:
-            for handle in list(self._open_runs.values()):
-                if time.monotonic() >= deadline:
-                    break
-                if handle._gen != gen:
-                    continue
-                outcome = SHUTDOWN
-                result = self._finish(
-                    handle, outcome.status, outcome.code, outcome.message, False, None
-                )
-                finished += result.applied
-            writer = self._writer
-            remaining = max(0.0, deadline - time.monotonic())
-            if writer is not None and not writer.flush(remaining, stalled=EXIT_STALLED):
-                log_unwritten(writer)
-        except Exception as exc:  # exiting: report, never raise
-            self._report("shutdown", exc)
-        if self.monitor is not None:
-            self.monitor.stop(min(0.2, max(0.0, deadline - time.monotonic())))
-        return finished
-
-    def close(self, timeout: float | None = 10.0) -> bool:
-        """Flush, stop the writer and close a store this tracker opened."""
-        if self._closed:
-            return True
-        self._closed = True
-        if self.monitor is not None:
-            self.monitor.stop(timeout)
-        ok = True if self._writer is None else self._writer.close(timeout)
-        if self._owns_store:
-            try:
-                self.store.close()
-            except Exception as exc:  # pragma: no cover - closing is best effort
-                self._report("close", exc)
-        return ok
-
-    def stats(self) -> TrackerStats:
-        w = self._writer.stats() if self._writer is not None else WriterStats(0, 0, 0, 0, 0)
-        total, failures = self._failures.snapshot()
-        breaker = self._breaker
-        return TrackerStats(
-            enabled=self.enabled,
-            durability=self.durability,
-            open_runs=len(self._open_runs),
-            queued=w.queued,
-            committed=w.committed,
-            not_applied=w.not_applied,
-            dropped=w.dropped + self._dropped,
-            failures=total,
-            failures_by_cause=failures,
-            unavailable=w.down or (breaker is not None and breaker.open),
         )
 
     def __enter__(self) -> ExecutionTracker:
