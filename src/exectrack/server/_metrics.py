@@ -30,6 +30,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exectrack import ExectrackError, query
 
@@ -81,7 +82,7 @@ class _RunsCollector(Collector):
             for status, n in s.by_status.items():
                 runs.add_metric([s.source, status], n)
             buckets = [
-                (f"{bound / 1000:g}", float(n))
+                (floatToGoString(bound / 1000), float(n))
                 for bound, n in zip(BOUNDS_MS, s.buckets, strict=True)
             ]
             buckets.append(("+Inf", float(s.duration_count)))
