@@ -45,6 +45,11 @@ BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_
 HANG_WINDOW = timedelta(hours=24)
 
 
+def _le(seconds: float) -> str:
+    """A bucket bound as Prometheus writes it (``1.0``, ``0.005``, ``+Inf``)."""
+    return str(floatToGoString(seconds))  # type: ignore[no-untyped-call]
+
+
 class _RunsCollector(Collector):
     def __init__(self, state: ServerState) -> None:
         self.state = state
@@ -82,8 +87,7 @@ class _RunsCollector(Collector):
             for status, n in s.by_status.items():
                 runs.add_metric([s.source, status], n)
             buckets = [
-                (floatToGoString(bound / 1000), float(n))
-                for bound, n in zip(BOUNDS_MS, s.buckets, strict=True)
+                (_le(bound / 1000), float(n)) for bound, n in zip(BOUNDS_MS, s.buckets, strict=True)
             ]
             buckets.append(("+Inf", float(s.duration_count)))
             durations.add_metric([s.source], buckets, s.duration_sum_ms / 1000)
