@@ -147,13 +147,14 @@ def create_app(
         content, kind = found
         return Response(content, media_type=kind, headers={"Cache-Control": "no-cache"})
 
-    _reserve_run_ids(app)
+    _finish_schema(app, with_token=state.token is not None)
     return app
 
 
-def _reserve_run_ids(app: FastAPI) -> None:
-    """``api/runs/latest`` and ``api/runs/changes`` are routes, not run ids: say so in
-    the published schema, so no client (or fuzzer) expects a run there."""
+def _finish_schema(app: FastAPI, *, with_token: bool) -> None:
+    """The published schema also says: ``api/runs/latest`` and ``api/runs/changes``
+    are routes, not run ids (so no client, or fuzzer, expects a run there); and, when
+    a token is required, how to send it."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -161,6 +162,12 @@ def _reserve_run_ids(app: FastAPI) -> None:
         for param in schema["paths"]["/api/runs/{run_id}"]["get"].get("parameters", []):
             if param.get("name") == "run_id":
                 param["schema"]["not"] = {"enum": ["latest", "changes"]}
+        if with_token:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "token": {"type": "apiKey", "in": "query", "name": "token"},
+            }
+            schema["security"] = [{"bearer": []}, {"token": []}]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
