@@ -49,7 +49,8 @@ def create_app(
 
     ``tracker_or_store``: a tracker (every read flushes its queued writes first) or a
     store (read as it is). ``token`` (default: ``EXECTRACK_TOKEN``): when set, every
-    request must carry it (``Authorization: Bearer <token>`` or ``?token=``).
+    request must carry it (``Authorization: Bearer <token>`` or ``?token=``);
+    ``token=""`` serves without one whatever the environment says.
     ``reaper``: finish abandoned and overdue runs while the app runs.
     ``live_interval``: seconds between two polls of the change-feed stream.
     """
