@@ -188,3 +188,22 @@ def test_tail_refuses_a_bad_cursor(env: dict[str, str], tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert r.stderr.startswith("exectrack: invalid change cursor")
+
+
+def test_serve_on_a_port_in_use_is_one_line(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [*EXE, "serve", "--port", str(port)],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"exectrack: cannot listen on 127.0.0.1:{port}:")
+    assert len(r.stderr.strip().splitlines()) == 1
