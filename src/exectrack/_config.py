@@ -7,6 +7,8 @@ Explicit arguments beat environment variables, which beat defaults. Variables:
 - ``EXECTRACK_STRICT``: on (``1``, ``true``, ...) makes tracking failures raise.
 - ``EXECTRACK_DURABILITY``: ``async`` (default, group commit) or ``sync``.
 - ``EXECTRACK_REAPER``: on makes every tracker reap abandoned and overdue runs.
+- ``EXECTRACK_TOKEN``: the access token of the HTTP API (``exectrack serve``,
+  ``exectrack.server.create_app``); empty means none.
 - ``EXECTRACK_HANDLE_SIGTERM``: off leaves SIGTERM alone (default: on SIGTERM, open
   runs end ``canceled``/``shutdown`` before the process dies of the signal).
 """
@@ -67,6 +69,7 @@ class Settings:
     durability: Durability = "async"
     reaper: bool = False
     handle_sigterm: bool = True
+    token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +99,7 @@ class Settings:
             handle_sigterm=parse_bool(
                 "EXECTRACK_HANDLE_SIGTERM", env.get("EXECTRACK_HANDLE_SIGTERM"), True
             ),
+            token=(env.get("EXECTRACK_TOKEN") or "").strip() or None,
         )
 
     def resolved_database_url(self) -> str:

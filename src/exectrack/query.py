@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -24,15 +24,18 @@ __all__ = [
     "Report",
     "RunStats",
     "SourceReport",
+    "SourceStats",
     "decode_cursor",
     "encode_cursor",
     "get_run",
     "latest_run",
+    "latest_runs",
     "list_runs",
     "make_filter",
     "parse_time",
     "report",
     "run_stats",
+    "source_stats",
 ]
 
 MAX_PAGE_SIZE = 1000
@@ -163,6 +166,12 @@ def latest_run(store: Store, flt: RunFilter | None = None) -> Run | None:
     return runs[0] if runs else None
 
 
+def latest_runs(store: Store, filters: Sequence[RunFilter]) -> list[Run | None]:
+    """The newest run matching each filter (None where none does), in one query: all
+    the badges of a page at once."""
+    return store.latest_runs(list(filters)) if filters else []
+
+
 @dataclass(frozen=True, slots=True)
 class RunStats:
     """Counts of the runs matching a filter."""
@@ -202,6 +211,82 @@ def run_stats(store: Store, flt: RunFilter | None = None) -> RunStats:
         by_status[status.value] += n
         by_source.setdefault(source, {})[status.value] = n
     return RunStats(total=sum(counts.values()), by_status=by_status, by_source=by_source)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """Outcome figures of one source among the runs matching a filter.
+
+    ``success_rate`` = success / finished runs (None when none finished); the
+    percentiles are nearest-rank durations of the finished runs. ``buckets`` (only
+    when ``bounds`` were asked for) count finished runs with a duration <= each bound.
+    """
+
+    source: str
+    total: int
+    by_status: dict[str, int]
+    open: int
+    success_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    top_errors: list[tuple[str, int]]
+    buckets: tuple[int, ...] = ()
+    duration_count: int = 0
+    duration_sum_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "total": self.total,
+            "by_status": self.by_status,
+            "open": self.open,
+            "success_rate": self.success_rate,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "top_errors": [{"code": c, "count": n} for c, n in self.top_errors],
+        }
+
+
+def _top_codes(codes: dict[str, int], top: int) -> list[tuple[str, int]]:
+    """The ``top`` most frequent error codes, most frequent first, ties by code."""
+    return sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+
+
+def source_stats(
+    store: Store,
+    flt: RunFilter | None = None,
+    *,
+    top: int = 5,
+    bounds: Sequence[float] = (),
+) -> list[SourceStats]:
+    """Per source, among the runs matching ``flt``: counts by status, open runs, the
+    success rate, p50/p95/p99 duration and the ``top`` error codes, computed in the
+    database; ``bounds`` (ms, ascending) adds cumulative duration buckets."""
+    out = []
+    for agg in store.aggregate(flt or RunFilter(), quantiles=(0.5, 0.95, 0.99), bounds=bounds):
+        by_status = {st.value: agg.by_status.get(st, 0) for st in RunStatus}
+        total = sum(by_status.values())
+        n_open = by_status["queued"] + by_status["running"]
+        finished = total - n_open
+        out.append(
+            SourceStats(
+                source=agg.source,
+                total=total,
+                by_status=by_status,
+                open=n_open,
+                success_rate=None if finished == 0 else by_status["success"] / finished,
+                p50_ms=agg.quantiles.get(0.5),
+                p95_ms=agg.quantiles.get(0.95),
+                p99_ms=agg.quantiles.get(0.99),
+                top_errors=_top_codes(agg.error_codes, top),
+                buckets=agg.buckets,
+                duration_count=agg.duration_count,
+                duration_sum_ms=agg.duration_sum_ms,
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +371,7 @@ def report(
                 p95_ms=s.p95_ms,
                 first_item_p50_ms=s.first_item_p50_ms,
                 first_item_p95_ms=s.first_item_p95_ms,
-                top_errors=sorted(s.error_codes.items(), key=lambda kv: (-kv[1], kv[0]))[:top],
+                top_errors=_top_codes(s.error_codes, top),
             )
         )
     return Report(since=start, now=at, sources=sources)

@@ -21,6 +21,7 @@ from exectrack.stores._base import (
     NewRun,
     Reaped,
     RunFilter,
+    SourceAggregate,
     SourceSummary,
     Store,
 )
@@ -38,6 +39,8 @@ _ALL = frozenset(
         "list_runs",
         "count_runs",
         "summarize",
+        "aggregate",
+        "latest_runs",
         "heartbeat",
         "open_owners",
         "reap",
@@ -109,6 +112,16 @@ class FailingStore:
     def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
         self._check("summarize")
         return self.inner.summarize(since, now)
+
+    def aggregate(
+        self, flt: RunFilter, *, quantiles: Sequence[float] = (), bounds: Sequence[float] = ()
+    ) -> list[SourceAggregate]:
+        self._check("aggregate")
+        return self.inner.aggregate(flt, quantiles=quantiles, bounds=bounds)
+
+    def latest_runs(self, filters: Sequence[RunFilter]) -> list[Run | None]:
+        self._check("latest_runs")
+        return self.inner.latest_runs(filters)
 
     def heartbeat(
         self, owner: str, at: int, lease_until: int, run_ids: Sequence[str] | None = None

@@ -16,6 +16,7 @@ from exectrack.stores._base import (
     Page,
     Reaped,
     RunFilter,
+    SourceAggregate,
     SourceSummary,
     Store,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Page",
     "Reaped",
     "RunFilter",
+    "SourceAggregate",
     "SourceSummary",
     "Store",
     "open_store",

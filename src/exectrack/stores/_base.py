@@ -27,6 +27,7 @@ __all__ = [
     "Page",
     "Reaped",
     "RunFilter",
+    "SourceAggregate",
     "SourceSummary",
     "Store",
 ]
@@ -159,6 +160,25 @@ class SourceSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceAggregate:
+    """One source's figures over the runs matching a filter (``Store.aggregate``).
+
+    ``quantiles`` maps each quantile asked for to the nearest-rank duration of the
+    source's finished runs (absent when none has a duration). ``buckets[i]`` counts the
+    finished runs with ``duration_ms <= bounds[i]`` (cumulative, as Prometheus wants);
+    ``duration_count``/``duration_sum_ms`` cover every finished run with a duration.
+    """
+
+    source: str
+    by_status: dict[RunStatus, int]
+    error_codes: dict[str, int]
+    quantiles: dict[float, float] = field(default_factory=dict)
+    buckets: tuple[int, ...] = ()
+    duration_count: int = 0
+    duration_sum_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RunFilter:
     """Server-side filters; every field is optional and they combine with AND.
 
@@ -237,6 +257,19 @@ class Store(Protocol):
     def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
         """Per-source figures for the hang-rate report (runs started since ``since``;
         leases judged at ``now``), sorted by source."""
+        ...
+
+    def aggregate(
+        self, flt: RunFilter, *, quantiles: Sequence[float] = (), bounds: Sequence[float] = ()
+    ) -> list[SourceAggregate]:
+        """Per-source counts by status and error code, duration quantiles (each in
+        (0, 1]) and cumulative duration buckets (``bounds`` in ms, ascending) of the
+        runs matching ``flt``, computed in the database; sorted by source."""
+        ...
+
+    def latest_runs(self, filters: Sequence[RunFilter]) -> list[Run | None]:
+        """The newest run matching each filter (None where none does), in order, in
+        one round trip."""
         ...
 
     def heartbeat(

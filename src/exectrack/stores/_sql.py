@@ -38,12 +38,12 @@ from exectrack.stores._dialect import (
     sql,
 )
 from exectrack.stores._liveness import LivenessOps
-from exectrack.stores._sqlread import ReadOps
+from exectrack.stores._sqlagg import AggregateOps
 
 __all__ = ["Cursor", "Migration", "SqlDialect", "SqlStore", "json_loads_object"]
 
 
-class SqlStore(ReadOps, LivenessOps, abc.ABC):
+class SqlStore(AggregateOps, LivenessOps, abc.ABC):
     """Store operations written once; subclasses supply connections and a dialect."""
 
     dialect: SqlDialect

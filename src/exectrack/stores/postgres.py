@@ -56,6 +56,7 @@ from exectrack.stores._base import (
     FinishRun,
     NewRun,
     RunFilter,
+    SourceAggregate,
 )
 from exectrack.stores._dialect import runs_table_v1, runs_table_v2
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
@@ -409,6 +410,16 @@ class PostgresStore(SqlStore):
 
     def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
         return self._twice(lambda: SqlStore.count_runs(self, flt))[1]
+
+    def aggregate(
+        self, flt: RunFilter, *, quantiles: Sequence[float] = (), bounds: Sequence[float] = ()
+    ) -> list[SourceAggregate]:
+        return self._twice(
+            lambda: SqlStore.aggregate(self, flt, quantiles=quantiles, bounds=bounds)
+        )[1]
+
+    def latest_runs(self, filters: Sequence[RunFilter]) -> list[Run | None]:
+        return self._twice(lambda: SqlStore.latest_runs(self, filters))[1]
 
     def apply(self, commands: Sequence[Command]) -> ApplyResult:
         # Lost at COMMIT, a batch is left to the writer's retry: its writes are

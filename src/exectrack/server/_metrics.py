@@ -1,0 +1,129 @@
+"""``/metrics``: Prometheus text from prometheus-client, on a registry of the app's
+own (two apps in one process never share or clash), read from the store at scrape
+time through the query layer.
+
+- ``exectrack_runs{source,status}``: runs in the database;
+- ``exectrack_run_duration_seconds{source}``: durations of finished runs (histogram);
+- ``exectrack_open_runs{source}``, ``exectrack_open_runs_past_lease{source}``,
+  ``exectrack_oldest_open_run_age_seconds{source}``;
+- ``exectrack_hang_rate{source}``: over the runs started in the last 24 hours;
+- this process: ``exectrack_dropped_writes_total``, ``exectrack_store_failures_total``
+  and ``exectrack_write_queue`` (when the app serves a tracker),
+  ``exectrack_server_store_errors_total`` and ``exectrack_server_streams`` (live
+  change-feed clients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exectrack import query
+
+if TYPE_CHECKING:
+    from ._state import ServerState
+
+__all__ = ["BOUNDS_MS", "HANG_WINDOW", "metrics_text", "new_registry"]
+
+BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
+HANG_WINDOW = timedelta(hours=24)
+
+
+class _RunsCollector(Collector):
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        reader = self.state.reader
+        reader.sync()
+        store = reader.store
+        runs = GaugeMetricFamily(
+            "exectrack_runs",
+            "Runs in the database by source and status",
+            labels=["source", "status"],
+        )
+        durations = HistogramMetricFamily(
+            "exectrack_run_duration_seconds",
+            "Durations of the finished runs in the database",
+            labels=["source"],
+        )
+        opened = GaugeMetricFamily("exectrack_open_runs", "Runs still open", labels=["source"])
+        for s in query.source_stats(store, bounds=BOUNDS_MS):
+            for status, n in s.by_status.items():
+                runs.add_metric([s.source, status], n)
+            buckets = [
+                (f"{bound / 1000:g}", float(n))
+                for bound, n in zip(BOUNDS_MS, s.buckets, strict=True)
+            ]
+            buckets.append(("+Inf", float(s.duration_count)))
+            durations.add_metric([s.source], buckets, s.duration_sum_ms / 1000)
+            opened.add_metric([s.source], s.open)
+        yield runs
+        yield durations
+        yield opened
+        now = reader.now()
+        hang = GaugeMetricFamily(
+            "exectrack_hang_rate",
+            "(abandoned + open past lease) / started, runs started in the last 24 h",
+            labels=["source"],
+        )
+        past = GaugeMetricFamily(
+            "exectrack_open_runs_past_lease", "Open runs past their lease", labels=["source"]
+        )
+        oldest = GaugeMetricFamily(
+            "exectrack_oldest_open_run_age_seconds", "Age of the oldest open run", labels=["source"]
+        )
+        for r in query.report(store, since=now - HANG_WINDOW, now=now).sources:
+            if r.hang_rate is not None:
+                hang.add_metric([r.source], r.hang_rate)
+            past.add_metric([r.source], r.open_past_lease)
+            if r.oldest_open_age_s is not None:
+                oldest.add_metric([r.source], r.oldest_open_age_s)
+        yield hang
+        yield past
+        yield oldest
+        stats = reader.tracker_stats()
+        if stats is not None:
+            yield CounterMetricFamily(
+                "exectrack_dropped_writes",
+                "Runs this process dropped instead of writing (queue full, store down)",
+                value=stats.dropped,
+            )
+            yield CounterMetricFamily(
+                "exectrack_store_failures",
+                "Store failures of this process's tracker",
+                value=stats.failures,
+            )
+            yield GaugeMetricFamily(
+                "exectrack_write_queue", "Writes queued in this process", value=stats.queued
+            )
+        yield CounterMetricFamily(
+            "exectrack_server_store_errors",
+            "Requests of this server that the store failed",
+            value=self.state.store_errors,
+        )
+        yield GaugeMetricFamily(
+            "exectrack_server_streams",
+            "Change-feed streams this server is sending",
+            value=self.state.streams,
+        )
+
+
+def new_registry(state: ServerState) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_RunsCollector(state))
+    return registry
+
+
+def metrics_text(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,138 @@
+"""Aggregates for the HTTP API and /metrics: per-source counts, duration quantiles
+and buckets in a few queries, and the latest run of many scopes in one. Mixed into
+``SqlStore`` beside the plain reads of ``_sqlread``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from exectrack._echo import echo
+from exectrack._model import Run, RunStatus
+from exectrack.errors import InvalidArgumentError
+from exectrack.stores._base import RunFilter, SourceAggregate
+from exectrack.stores._dialect import COLS, sql
+from exectrack.stores._sqlread import ReadOps
+
+__all__ = ["AggregateOps"]
+
+# SQLite caps a compound SELECT at 500 terms; stay well below it.
+_SCOPES_PER_QUERY = 200
+
+
+def _permille(q: float) -> int:
+    """A quantile as an integer per mille, so the rank is exact integer arithmetic in
+    SQL on both engines (no CEIL in SQLite without its math extension)."""
+    if not isinstance(q, int | float) or not 0 < q <= 1:
+        raise InvalidArgumentError(f"quantile {echo(q)}: must be in (0, 1]")
+    pm = round(q * 1000)
+    if pm == 0 or abs(pm - q * 1000) > 1e-6:
+        raise InvalidArgumentError(f"quantile {echo(q)}: use at most three decimals")
+    return pm
+
+
+class AggregateOps(ReadOps):
+    """``aggregate`` and ``latest_runs``, written once for every engine."""
+
+    def aggregate(
+        self, flt: RunFilter, *, quantiles: Sequence[float] = (), bounds: Sequence[float] = ()
+    ) -> list[SourceAggregate]:
+        permilles = [_permille(q) for q in quantiles]
+        limits = [float(b) for b in bounds]
+        if limits != sorted(limits):
+            raise InvalidArgumentError("bucket bounds must be ascending")
+        self._ensure_ready()
+        d = self.dialect
+        where, params = self._where(flt)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        done = "finished_at IS NOT NULL AND duration_ms IS NOT NULL"
+        bucket_sql = "".join(
+            f", SUM(CASE WHEN {done} AND duration_ms <= ? THEN 1 ELSE 0 END)" for _ in limits
+        )
+        counts: dict[str, dict[RunStatus, int]] = {}
+        buckets: dict[str, list[int]] = {}
+        durations: dict[str, tuple[int, float]] = {}
+        codes: dict[str, dict[str, int]] = {}
+        marks: dict[str, dict[float, float]] = {}
+        with self._read() as cur:
+            cur.execute(
+                sql(
+                    d,
+                    f"SELECT source, status, COUNT(*), SUM(CASE WHEN {done} THEN 1 ELSE 0 END), "
+                    f"SUM(CASE WHEN {done} THEN duration_ms ELSE 0 END){bucket_sql} "
+                    f"FROM runs{cond} GROUP BY source, status",
+                ),
+                [*limits, *params],
+            )
+            for row in cur.fetchall():
+                src = str(row[0])
+                counts.setdefault(src, {})[RunStatus(row[1])] = int(row[2])
+                n, total = durations.get(src, (0, 0.0))
+                durations[src] = (n + int(row[3] or 0), total + float(row[4] or 0.0))
+                into = buckets.setdefault(src, [0] * len(limits))
+                for i, value in enumerate(row[5:]):
+                    into[i] += int(value or 0)
+            code_cond = " AND ".join([*where, "error_code IS NOT NULL"])
+            cur.execute(
+                sql(
+                    d,
+                    f"SELECT source, error_code, COUNT(*) FROM runs WHERE {code_cond} "
+                    "GROUP BY source, error_code",
+                ),
+                params,
+            )
+            for src, code, n in cur.fetchall():
+                codes.setdefault(str(src), {})[str(code)] = int(n)
+            if permilles:
+                ranks = ", ".join(f"(cnt * {pm} + 999) / 1000" for pm in sorted(set(permilles)))
+                inner_cond = " AND ".join([*where, done])
+                cur.execute(
+                    sql(
+                        d,
+                        "SELECT source, rn, cnt, duration_ms FROM ("
+                        "SELECT source, duration_ms, "
+                        "ROW_NUMBER() OVER (PARTITION BY source ORDER BY duration_ms) AS rn, "
+                        "COUNT(*) OVER (PARTITION BY source) AS cnt "
+                        f"FROM runs WHERE {inner_cond}) AS ranked WHERE rn IN ({ranks})",
+                    ),
+                    params,
+                )
+                for src, rn, cnt, value in cur.fetchall():
+                    for q, pm in zip(quantiles, permilles, strict=True):
+                        if (int(cnt) * pm + 999) // 1000 == int(rn):
+                            marks.setdefault(str(src), {})[q] = float(value)
+        return [
+            SourceAggregate(
+                source=src,
+                by_status=counts[src],
+                error_codes=codes.get(src, {}),
+                quantiles=marks.get(src, {}),
+                buckets=tuple(buckets.get(src, [0] * len(limits))),
+                duration_count=durations[src][0],
+                duration_sum_ms=durations[src][1],
+            )
+            for src in sorted(counts)
+        ]
+
+    def latest_runs(self, filters: Sequence[RunFilter]) -> list[Run | None]:
+        self._ensure_ready()
+        found: list[Run | None] = [None] * len(filters)
+        for start in range(0, len(filters), _SCOPES_PER_QUERY):
+            parts: list[str] = []
+            params: list[Any] = []
+            for k, flt in enumerate(filters[start : start + _SCOPES_PER_QUERY], start):
+                where, part_params = self._where(flt)
+                cond = (" WHERE " + " AND ".join(where)) if where else ""
+                parts.append(
+                    f"SELECT * FROM (SELECT {COLS}, {k} AS k FROM runs{cond} "
+                    f"ORDER BY started_at DESC, id DESC LIMIT 1) AS t{k}"
+                )
+                params += part_params
+            if not parts:
+                break
+            with self._read() as cur:
+                cur.execute(sql(self.dialect, " UNION ALL ".join(parts)), params)
+                rows = cur.fetchall()
+            for row in rows:
+                found[int(row[-1])] = self._to_run(row[:-1])
+        return found
