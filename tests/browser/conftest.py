@@ -112,6 +112,7 @@ class Served:
     server: UvicornThread
     tracker: ExecutionTracker
     prefix: str = ""  # "" at the root, "/runs" when mounted
+    token: str | None = None
 
     @property
     def url(self) -> str:
@@ -124,7 +125,8 @@ class Served:
 
         self.tracker.flush()
         query = f"?{urlencode(params)}" if params else ""
-        response = httpx.get(f"{self.url}{path}{query}", timeout=30)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        response = httpx.get(f"{self.url}{path}{query}", headers=headers, timeout=30)
         response.raise_for_status()
         return response.json()
 
@@ -134,12 +136,16 @@ class Served:
 
 
 def serve(
-    tracker: ExecutionTracker, *, prefix: str = "", live_interval: float = 0.25
+    tracker: ExecutionTracker,
+    *,
+    prefix: str = "",
+    live_interval: float = 0.25,
+    token: str | None = None,
 ) -> Iterator[Served]:
     """Serve ``create_app(tracker)`` (mounted under ``prefix`` when given) until closed."""
     from exectrack.server import create_app
 
-    app: Any = create_app(tracker, live_interval=live_interval)
+    app: Any = create_app(tracker, live_interval=live_interval, token=token)
     if prefix:
         from starlette.applications import Starlette
         from starlette.routing import Mount
@@ -148,7 +154,7 @@ def serve(
     server = UvicornThread(app)
     server.start()
     try:
-        yield Served(server, tracker, prefix)
+        yield Served(server, tracker, prefix, token)
     finally:
         server.stop()
 

@@ -219,3 +219,31 @@ def test_mounted_under_a_prefix_the_panel_loads_opens_details_and_follows_live(
         u for u in urls if not u.startswith(mounted.url)
     ]
     assert errors.errors == []
+
+
+@pytest.fixture(scope="module")
+def protected(module_tracker: ExecutionTracker) -> Iterator[Served]:
+    """The app with an access token."""
+    yield from serve(module_tracker, token="s3cret-token")
+
+
+def test_with_a_token_the_panel_loads_follows_live_and_keeps_the_token_out_of_links(
+    page: Page, protected: Served, session: str
+) -> None:
+    """Opened once as ?token=..., the panel loads its files and runs, follows the live
+    feed, drops the token from the address bar (deep links never carry it) and still
+    works after a reload of that address."""
+    tracker = protected.tracker
+    run = tracker.start("chat", session_id=session)
+    tracker.flush()
+    errors = PageErrors(page)
+    page.goto(f"{protected.url}?token=s3cret-token&session_id={session}")
+    wait_rows(page, [run.id])
+    wait_live(page)
+    tracker.finish_success(run)
+    wait_status(page, run.id, "success")
+    assert "token" not in page.url and f"session_id={session}" in page.url
+    page.locator(f'#rows tr[data-id="{run.id}"]').click()
+    page.locator(f'#details [data-field="id"]:has-text("{run.id}")').wait_for()
+    assert "token" not in page.url
+    assert errors.errors == []

@@ -86,11 +86,32 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-function apiURL(path, params = []) {
+// A token-protected server is opened once with ?token=...: the token moves to this
+// tab's session storage and out of the address bar, so a link copied from the page
+// (a deep link for a bug report) never carries it. API calls send it as a Bearer
+// header; the event stream, which cannot send headers, as ?token=.
+const TOKEN_KEY = "exectrack-token";
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.search).get("token");
+  try {
+    if (given) sessionStorage.setItem(TOKEN_KEY, given);
+    return given || sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return given; // storage refused: keep it in the URL instead
+  }
+})();
+const TOKEN_IN_URL = (() => {
+  try {
+    return TOKEN !== null && sessionStorage.getItem(TOKEN_KEY) !== TOKEN;
+  } catch {
+    return TOKEN !== null;
+  }
+})();
+
+function apiURL(path, params = [], { withToken = false } = {}) {
   const url = new URL(path, ROOT);
   for (const [key, value] of params) url.searchParams.append(key, value);
-  const token = new URLSearchParams(location.search).get("token");
-  if (token) url.searchParams.set("token", token);
+  if (withToken && TOKEN) url.searchParams.set("token", TOKEN);
   return url;
 }
 
@@ -104,7 +125,9 @@ class ApiError extends Error {
 async function getJSON(path, params = []) {
   let response;
   try {
-    response = await fetch(apiURL(path, params), { headers: { Accept: "application/json" } });
+    const headers = { Accept: "application/json" };
+    if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
+    response = await fetch(apiURL(path, params), { headers });
   } catch (err) {
     throw new ApiError(`cannot reach the server (${err.message})`, null);
   }
@@ -207,9 +230,8 @@ function readURL() {
 
 function writeURL() {
   const params = new URLSearchParams();
-  const token = new URLSearchParams(location.search).get("token");
   for (const [key, value] of filterParams()) params.append(key, value);
-  if (token) params.set("token", token);
+  if (TOKEN_IN_URL) params.set("token", TOKEN);
   const query = params.toString();
   const hash = state.detailsId ? `#run=${encodeURIComponent(state.detailsId)}` : "";
   const url = `${location.pathname}${query ? `?${query}` : ""}${hash}`;
@@ -497,7 +519,9 @@ function startLive() {
   if (state.detailsId !== null) return setLiveState("paused", "paused while details are open");
   if (state.changesCursor === null) return setLiveState("off", "no change feed");
   const generation = state.generation;
-  const source = new EventSource(apiURL("api/runs/changes/stream", [["after", state.changesCursor]]));
+  const source = new EventSource(
+    apiURL("api/runs/changes/stream", [["after", state.changesCursor]], { withToken: true }),
+  );
   state.source = source;
   setLiveState("connecting", "connecting…");
   source.addEventListener("open", () => {
@@ -616,8 +640,7 @@ function stat(label, value, name) {
 // -- the details view -------------------------------------------------------------
 
 function runLink(id, text) {
-  const params = new URLSearchParams(location.search);
-  const href = `?${params.toString()}#run=${encodeURIComponent(id)}`;
+  const href = `${location.search}#run=${encodeURIComponent(id)}`;
   return h("a", { href, class: "run-link", "data-run": id, text: text || id });
 }
 
