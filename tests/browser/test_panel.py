@@ -187,6 +187,10 @@ FILTERS: dict[str, tuple[list[tuple[str, str]], Callable[[Page], None]]] = {
     "text": ([("text", "UPSTREAM")], lambda p: p.fill("input[name=text]", "UPSTREAM")),
     "since": ([("since", "2d")], lambda p: p.fill("input[name=since]", "2d")),
     "until": ([("until", "1d")], lambda p: p.fill("input[name=until]", "1d")),
+    "two sources": (
+        [("source", "chat"), ("source", "heartbeat")],
+        lambda p: p.fill("input[name=source]", "chat, heartbeat"),
+    ),
     "source and status": (
         [("source", "skill"), ("status", "success")],
         lambda p: (p.fill("input[name=source]", "skill"), p.check("input[value=success]")),
@@ -332,6 +336,16 @@ def test_a_deep_link_restores_filters_and_the_selected_run(
     )
     assert checked == ["success", "error"]
     assert errors.errors == []
+
+
+def test_a_deep_link_to_an_unknown_run_says_so(page: Page, served: Served) -> None:
+    """A link to a run id the store does not have opens the details with the API's
+    not-found message, and the table still loads."""
+    page.goto(f"{served.url}#run=01000000-0000-7000-8000-000000000000")
+    alert = page.locator("#details [role=alert]")
+    alert.wait_for()
+    assert alert.inner_text()
+    wait_rows(page, served.list_ids([]))
 
 
 def test_filters_and_selection_set_in_the_page_make_a_link_that_restores_them(

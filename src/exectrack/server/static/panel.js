@@ -223,6 +223,7 @@ function readURL() {
   const params = new URLSearchParams(location.search);
   const filters = emptyFilters();
   for (const key of FILTER_TEXT_KEYS) filters[key] = params.get(key) || "";
+  filters.source = params.getAll("source").join(", ");
   filters.status = params.getAll("status").filter((s) => Object.hasOwn(STATUSES, s));
   const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
   return { filters, runId: hash.get("run") || null };
@@ -240,11 +241,16 @@ function writeURL() {
   }
 }
 
-/** The current filters as API query parameters (status repeats). */
+/** The source filter's names: "chat, skill" means either (the API's repeated source). */
+function sourcesOf(filters) {
+  return filters.source.split(/[\s,]+/).filter(Boolean);
+}
+
+/** The current filters as API query parameters (source and status repeat). */
 function filterParams() {
   const params = [];
   const f = state.filters;
-  if (f.source) params.push(["source", f.source]);
+  for (const source of sourcesOf(f)) params.push(["source", source]);
   for (const status of f.status) params.push(["status", status]);
   for (const key of ["session_id", "source_ref", "text", "since", "until"]) {
     if (f[key]) params.push([key, f[key]]);
@@ -284,7 +290,8 @@ function parseFilterTime(text, now) {
 /** Whether a run matches the current filters, as the server's query layer decides. */
 function matchesFilters(run) {
   const f = state.filters;
-  if (f.source && run.source !== f.source) return false;
+  const sources = sourcesOf(f);
+  if (sources.length && !sources.includes(run.source)) return false;
   if (f.status.length && !f.status.includes(run.status)) return false;
   if (f.session_id && run.session_id !== f.session_id) return false;
   if (f.source_ref && run.source_ref !== f.source_ref) return false;
