@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from exectrack import query
 from exectrack._model import Run, us_to_datetime
 from exectrack.monitor import reap_once
-from exectrack.query import Report, RunStats
+from exectrack.query import Changes, Report, RunStats
 from exectrack.stores import Page, Reaped, Store
 
 if TYPE_CHECKING:
@@ -44,6 +44,17 @@ class TrackerReads:
         """Counts by status and source of the runs matching ``filters``."""
         self.flush()
         return query.run_stats(self.store, query.make_filter(**filters))
+
+    def changes(self, after: str | None = None, *, limit: int = 500) -> Changes:
+        """Runs created or changed after the cursor ``after`` (see
+        :func:`exectrack.query.changes`)."""
+        self.flush()
+        return query.changes(self.store, after, limit=limit)
+
+    def changes_head(self) -> str:
+        """The change feed's position now (see :func:`exectrack.query.changes_head`)."""
+        self.flush()
+        return query.changes_head(self.store)
 
     def report(self, *, since: str | datetime | None = None) -> Report:
         """The hang-rate report per source (see :func:`exectrack.query.report`)."""

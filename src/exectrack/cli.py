@@ -6,9 +6,11 @@
     exectrack [--database URL] runs get ID [--json]
     exectrack [--database URL] runs latest [FILTERS] [--json]
     exectrack [--database URL] runs stats [FILTERS] [--json]
+    exectrack [--database URL] runs tail [--json] [--from-start | --after CURSOR]
     exectrack [--database URL] migrate [--json]
     exectrack [--database URL] reap [--dry-run] [--json]
     exectrack [--database URL] report [--since TIME] [--json]
+    exectrack [--database URL] serve [--host H] [--port P] [--token T]
     exectrack [--database URL] demo [--host H] [--port P] [--duration S] [--no-traffic]
     exectrack [--database URL] heartbeat check|run TASKS.toml ...
     exectrack [--database URL] legacy init|import|check ...
@@ -18,9 +20,9 @@ document whose timestamps are UTC ISO 8601 ending in ``Z``. A user error (a bad
 filter, cursor, time or database URL, an unknown id, a database without exectrack's
 schema or with a newer one) prints one ``exectrack: ...`` line on stderr and exits 1;
 argparse's usage errors exit 2. Every command reads through :mod:`exectrack.query`, the
-same path as the HTTP API. Only ``migrate`` (and ``demo``, which records runs)
-creates or changes a database (its file, schema or journal mode); ``reap`` writes to
-an existing exectrack database only.
+same path as the HTTP API. Only ``migrate`` (and ``demo``, which records runs, and
+``serve``, which reaps) creates or changes a database (its file, schema or journal
+mode); ``reap`` writes to an existing exectrack database only.
 """
 
 from __future__ import annotations
@@ -221,6 +223,8 @@ examples:
   exectrack runs get 0190c3a2-...
   exectrack runs latest --source heartbeat --ref nightly-report
   exectrack runs stats --since 7d
+  exectrack runs tail --json
+  exectrack serve --port 8000
   exectrack --database sqlite:///runs.db migrate
   exectrack reap --dry-run
   exectrack report --since 24h
@@ -364,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     _json_option(p, "total, open, error_rate, by_status, by_source")
     p.set_defaults(handler=_cmd_stats)
 
+    from exectrack._cli_serve import add_serve_command, add_tail_command
+
+    add_tail_command(actions, common)
+
     p = commands.add_parser(
         "migrate",
         parents=[common],
@@ -408,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="TIME", help=f"window start: {_TIME_HELP} (default: all)")
     _json_option(p, "since, now, sources [...]")
     p.set_defaults(handler=_cmd_report)
+
+    add_serve_command(commands, common)
 
     from exectrack._cli_demo import add_demo_command
 

@@ -21,10 +21,13 @@ from exectrack.stores._base import Page, RunFilter, Store
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "Changes",
     "Report",
     "RunStats",
     "SourceReport",
     "SourceStats",
+    "changes",
+    "changes_head",
     "decode_cursor",
     "encode_cursor",
     "get_run",
@@ -93,6 +96,59 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidArgumentError(
             f"invalid cursor {echo(cursor)}: pass the next_cursor of a previous page"
         ) from None
+
+
+def _encode_position(position: tuple[int, str]) -> str:
+    raw = f"c:{position[0]}:{position[1]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_position(cursor: str) -> tuple[int, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+        tag, seq, run_id = raw.split(":", 2)
+        if tag != "c" or not seq.isdigit() or int(seq) >= 2**63:
+            raise ValueError
+        return int(seq), run_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgumentError(
+            f"invalid change cursor {echo(cursor)}: pass the cursor of a previous "
+            "change page or a page's changes_cursor"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """One page of the change feed: runs created or changed after the cursor it was
+    asked for, oldest change first, each once and as it is now. Pass ``cursor`` back
+    for the next page; it is the one asked for when nothing changed."""
+
+    runs: list[Run]
+    cursor: str
+
+
+def changes(store: Store, after: str | None = None, *, limit: int = 500) -> Changes:
+    """What changed after ``after`` (a cursor from :func:`changes_head`, a previous
+    :class:`Changes` or None: from the start of history).
+
+    A run that changes again later appears again, at its new position; a change is
+    never found behind a cursor that has passed it, even with many writers.
+    """
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidArgumentError(f"limit={echo(limit)}: must be between 1 and {MAX_PAGE_SIZE}")
+    position = None if after is None else _decode_position(after)
+    rows = store.changes(position, limit=limit)
+    if not rows:
+        return Changes([], after if after is not None else _encode_position((0, "")))
+    seq, last = rows[-1]
+    return Changes([run for _, run in rows], _encode_position((seq, last.id)))
+
+
+def changes_head(store: Store) -> str:
+    """The change feed's position now: take it before reading a page of runs, then
+    follow :func:`changes` from it, and no update to the page is missed."""
+    return _encode_position(store.changes_head())
 
 
 def _tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -38,6 +38,8 @@ _ALL = frozenset(
         "get",
         "list_runs",
         "count_runs",
+        "changes",
+        "changes_head",
         "summarize",
         "aggregate",
         "latest_runs",
@@ -108,6 +110,14 @@ class FailingStore:
     def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
         self._check("count_runs")
         return self.inner.count_runs(flt)
+
+    def changes(self, after: tuple[int, str] | None, *, limit: int) -> list[tuple[int, Run]]:
+        self._check("changes")
+        return self.inner.changes(after, limit=limit)
+
+    def changes_head(self) -> tuple[int, str]:
+        self._check("changes_head")
+        return self.inner.changes_head()
 
     def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
         self._check("summarize")

@@ -84,7 +84,15 @@ def test_heartbeat_run_records_success_timeout_and_overlap_skips(
     with ExecutionTracker(db_url) as t:
         inbox = t.list_runs(source_ref="inbox", limit=500).runs
         stuck = t.list_runs(source_ref="stuck", limit=500).runs
-    assert inbox and all(r.status is RunStatus.SUCCESS for r in inbox)
+    # On a loaded machine a 0.1 s task may miss a due time or find its previous run
+    # still going: those are recorded as skips, never as failures.
+    outcomes = {(r.status, r.error_code) for r in inbox}
+    assert (RunStatus.SUCCESS, None) in outcomes
+    assert outcomes <= {
+        (RunStatus.SUCCESS, None),
+        (RunStatus.CANCELED, "skipped_overlap"),
+        (RunStatus.CANCELED, "missed_schedule"),
+    }
     assert all(r.metadata["description"] == "Check the inbox" for r in inbox)
     codes = {r.error_code for r in stuck}
     assert "deadline_exceeded" in codes and "skipped_overlap" in codes

@@ -78,7 +78,9 @@ def api_router(state: ServerState) -> APIRouter:
             str | None, Query(max_length=512, description="the next_cursor of the previous page")
         ] = None,
     ) -> JSONResponse:
-        """One page of runs, newest first (keyset pages on started_at, id)."""
+        """One page of runs, newest first (keyset pages on started_at, id), with
+        ``changes_cursor``: the change feed's position taken before the page was read
+        (follow api/runs/changes from it and no update to the page is missed)."""
         flt = run_filter(
             reader.now(),
             source=source,
@@ -91,9 +93,16 @@ def api_router(state: ServerState) -> APIRouter:
             text=text,
         )
         reader.sync()
+        head = query.changes_head(reader.store)  # before the read: no update is missed
         with parameter("cursor"):
             page = query.list_runs(reader.store, flt, limit=limit, cursor=cursor)
-        return _json({"runs": [r.to_dict() for r in page.runs], "next_cursor": page.next_cursor})
+        return _json(
+            {
+                "runs": [r.to_dict() for r in page.runs],
+                "next_cursor": page.next_cursor,
+                "changes_cursor": head,
+            }
+        )
 
     @router.get("/api/runs/latest", response_model=m.LatestOut, responses=_ERRORS)
     def latest_run(

@@ -18,6 +18,7 @@ from . import _models as m
 from ._api import _ERRORS, api_router
 from ._badges import badge_json, badge_svg, label_and_message
 from ._errors import ApiError, install_handlers
+from ._live import live_router
 from ._metrics import metrics_text, new_registry
 from ._params import run_filter
 from ._reader import Reader
@@ -86,6 +87,7 @@ def create_app(
     )
     app.state.exectrack = state
     install_handlers(app)
+    app.include_router(live_router(state))  # before api/runs/{run_id}
     app.include_router(api_router(state))
     registry = new_registry(state)
 

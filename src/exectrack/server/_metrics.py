@@ -7,6 +7,8 @@ time through the query layer.
 - ``exectrack_open_runs{source}``, ``exectrack_open_runs_past_lease{source}``,
   ``exectrack_oldest_open_run_age_seconds{source}``;
 - ``exectrack_hang_rate{source}``: over the runs started in the last 24 hours;
+- ``exectrack_store_up``: 0 when the store could not be read (the figures of the
+  database are then left out);
 - this process: ``exectrack_dropped_writes_total``, ``exectrack_store_failures_total``
   and ``exectrack_write_queue`` (when the app serves a tracker),
   ``exectrack_server_store_errors_total`` and ``exectrack_server_streams`` (live
@@ -15,6 +17,7 @@ time through the query layer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -27,16 +30,24 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from exectrack import query
+from exectrack import ExectrackError, query
 
 if TYPE_CHECKING:
     from ._state import ServerState
 
 __all__ = ["BOUNDS_MS", "HANG_WINDOW", "metrics_text", "new_registry"]
 
+log = logging.getLogger(__name__)
+
 BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
 HANG_WINDOW = timedelta(hours=24)
+
+
+def _le(seconds: float) -> str:
+    """A bucket bound as Prometheus writes it (``1.0``, ``0.005``, ``+Inf``)."""
+    return str(floatToGoString(seconds))  # type: ignore[no-untyped-call]
 
 
 class _RunsCollector(Collector):
@@ -44,6 +55,20 @@ class _RunsCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
+        up = True
+        try:
+            runs = list(self._runs())
+        except ExectrackError as exc:  # the process's own figures still go out
+            log.warning("exectrack server: /metrics could not read the store: %s", exc)
+            self.state.store_errors += 1
+            up, runs = False, []
+        yield GaugeMetricFamily(
+            "exectrack_store_up", "1 when this scrape could read the store", value=int(up)
+        )
+        yield from runs
+        yield from self._process()
+
+    def _runs(self) -> Iterator[Metric]:
         reader = self.state.reader
         reader.sync()
         store = reader.store
@@ -62,8 +87,7 @@ class _RunsCollector(Collector):
             for status, n in s.by_status.items():
                 runs.add_metric([s.source, status], n)
             buckets = [
-                (f"{bound / 1000:g}", float(n))
-                for bound, n in zip(BOUNDS_MS, s.buckets, strict=True)
+                (_le(bound / 1000), float(n)) for bound, n in zip(BOUNDS_MS, s.buckets, strict=True)
             ]
             buckets.append(("+Inf", float(s.duration_count)))
             durations.add_metric([s.source], buckets, s.duration_sum_ms / 1000)
@@ -92,7 +116,9 @@ class _RunsCollector(Collector):
         yield hang
         yield past
         yield oldest
-        stats = reader.tracker_stats()
+
+    def _process(self) -> Iterator[Metric]:
+        stats = self.state.reader.tracker_stats()
         if stats is not None:
             yield CounterMetricFamily(
                 "exectrack_dropped_writes",

@@ -254,6 +254,16 @@ class Store(Protocol):
         """Run counts per (source, status) among the runs matching ``flt``."""
         ...
 
+    def changes(self, after: tuple[int, str] | None, *, limit: int) -> list[tuple[int, Run]]:
+        """The change feed: up to ``limit`` runs created or changed (started, finished,
+        reaped) after the position ``after`` (change stamp, id), oldest change first,
+        each once, at its current state, with its stamp. A lease renewal is no change."""
+        ...
+
+    def changes_head(self) -> tuple[int, str]:
+        """The feed's current position: ``changes`` after it holds only later changes."""
+        ...
+
     def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
         """Per-source figures for the hang-rate report (runs started since ``since``;
         leases judged at ``now``), sorted by source."""

@@ -18,6 +18,7 @@ __all__ = [
     "json_loads_object",
     "runs_table_v1",
     "runs_table_v2",
+    "runs_table_v3",
     "sql",
 ]
 
@@ -98,6 +99,14 @@ class SqlDialect:
     json_out: Callable[[Any], dict[str, Any]]
     bool_out: Callable[[Any], bool]
     migrations_table: str  # CREATE TABLE IF NOT EXISTS exectrack_migrations (...)
+    # The change feed (schema v3). ``change_stamp``: the SQL value every write that
+    # changes what a reader sees sets ``change_seq`` to; stamps grow in commit order
+    # once ``change_settled`` (a WHERE term) holds. ``seq_cast`` types a stamp
+    # parameter; ``seq_out`` reads a stamp back as an int.
+    change_stamp: str
+    change_settled: str
+    seq_cast: str
+    seq_out: Callable[[Any], int]
 
 
 def sql(dialect: SqlDialect, text: str) -> str:
@@ -158,4 +167,14 @@ def runs_table_v2(*, real: str) -> tuple[str, ...]:
     return (
         "ALTER TABLE runs ADD COLUMN items INTEGER",
         f"ALTER TABLE runs ADD COLUMN first_item_ms {real}",
+    )
+
+
+def runs_table_v3(*, seq_type: str, seq_default: str) -> tuple[str, ...]:
+    """Schema version 3: the change feed. ``change_seq`` is stamped by every write that
+    changes a run (create, start, finish, reap; not a lease renewal); runs written
+    before this version hold the default and come first in the feed."""
+    return (
+        f"ALTER TABLE runs ADD COLUMN change_seq {seq_type} NOT NULL DEFAULT {seq_default}",
+        "CREATE INDEX runs_changes ON runs (change_seq, id)",
     )

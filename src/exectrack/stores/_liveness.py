@@ -108,7 +108,8 @@ class LivenessOps:
                             "UPDATE runs SET status = CASE WHEN status = 'queued' "
                             "THEN 'canceled' ELSE ? END, finished_at = ?, "
                             f"duration_ms = {self.dialect.duration_since_start}, "
-                            "error_code = ?, error_message = ?, retryable = ?, updated_at = ? "
+                            "error_code = ?, error_message = ?, retryable = ?, updated_at = ?, "
+                            f"change_seq = {self.dialect.change_stamp} "
                             f"WHERE {where} RETURNING {_RETURNING}",
                         ),
                         [status, ts, ts, code, _MESSAGES[reason], True, ts, *params],

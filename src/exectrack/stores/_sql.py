@@ -56,11 +56,14 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         self._ready = False
         self._ready_lock = threading.Lock()
         _sql_stores.add(self)
-        self._insert_sql = sql(
+        stamp = d.change_stamp
+        self._insert_row = sql(
             d,
-            f"INSERT INTO runs ({COLS}) VALUES ("
-            + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS)
-            + ") ON CONFLICT (id) DO NOTHING",
+            "(" + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS) + f", {stamp})",
+        )
+        self._insert_sql = (
+            f"INSERT INTO runs ({COLS}, change_seq) VALUES {self._insert_row} "
+            "ON CONFLICT (id) DO NOTHING"
         )
         self._finish_sql = sql(
             d,
@@ -68,16 +71,13 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
             f"duration_ms = COALESCE(?, {d.duration_since_start}), "
             "error_code = ?, error_message = ?, retryable = ?, "
             "metadata = COALESCE({json}, metadata), updated_at = ?, "
-            "items = ?, first_item_ms = ? "
+            f"items = ?, first_item_ms = ?, change_seq = {stamp} "
             f"WHERE id = ? AND {finish_guard('', '?')}",
         )
         self._start_sql = sql(
             d,
-            "UPDATE runs SET status = 'running', heartbeat_at = ?, updated_at = ? "
-            "WHERE id = ? AND status = 'queued'",
-        )
-        self._insert_row = sql(
-            d, "(" + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS) + ")"
+            "UPDATE runs SET status = 'running', heartbeat_at = ?, updated_at = ?, "
+            f"change_seq = {stamp} WHERE id = ? AND status = 'queued'",
         )
         self._insert_many: dict[int, str] = {}
         self._finish_many: dict[int, str] = {}
@@ -390,7 +390,9 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         text = self._insert_many.get(n)
         if text is None:
             rows = ", ".join([self._insert_row] * n)
-            text = f"INSERT INTO runs ({COLS}) VALUES {rows} ON CONFLICT (id) DO NOTHING"
+            text = (
+                f"INSERT INTO runs ({COLS}, change_seq) VALUES {rows} ON CONFLICT (id) DO NOTHING"
+            )
             self._insert_many[n] = text
         return text
 
@@ -417,7 +419,8 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
                 "error_code = v.error_code, error_message = v.error_message, "
                 "retryable = v.retryable, metadata = COALESCE(v.metadata, runs.metadata), "
                 "updated_at = v.finished_at, items = v.items, "
-                f"first_item_ms = v.first_item_ms FROM ({rows}) AS v WHERE runs.id = v.id "
+                f"first_item_ms = v.first_item_ms, change_seq = {d.change_stamp} "
+                f"FROM ({rows}) AS v WHERE runs.id = v.id "
                 f"AND {finish_guard('runs.', 'v.status')}"
             )
             self._finish_many[n] = text

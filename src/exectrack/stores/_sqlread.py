@@ -56,6 +56,41 @@ class ReadOps:
             rows = cur.fetchall()
         return [self._to_run(r) for r in rows]
 
+    def changes(self, after: tuple[int, str] | None, *, limit: int) -> list[tuple[int, Run]]:
+        """Up to ``limit`` runs whose last change comes after ``after`` (change_seq, id),
+        in that order, each once and as it is now, with its stamp. Only settled stamps
+        are read, so a later call never finds a change behind its cursor."""
+        if limit < 1:
+            return []
+        self._ensure_ready()
+        d = self.dialect
+        query = f"SELECT {COLS}, change_seq FROM runs WHERE {d.change_settled}"
+        params: list[Any] = []
+        if after is not None:
+            query += f" AND (change_seq, id) > (?{d.seq_cast}, ?)"
+            params += [after[0], after[1]]
+        query += " ORDER BY change_seq, id LIMIT ?"
+        params.append(limit)
+        with self._read() as cur:
+            cur.execute(sql(d, query), params)
+            rows = cur.fetchall()
+        return [(d.seq_out(r[-1]), self._to_run(r)) for r in rows]
+
+    def changes_head(self) -> tuple[int, str]:
+        """The feed's position now: ``changes`` after it returns only later changes."""
+        self._ensure_ready()
+        d = self.dialect
+        with self._read() as cur:
+            cur.execute(
+                sql(
+                    d,
+                    f"SELECT change_seq, id FROM runs WHERE {d.change_settled} "
+                    "ORDER BY change_seq DESC, id DESC LIMIT 1",
+                )
+            )
+            row = cur.fetchone()
+        return (0, "") if row is None else (d.seq_out(row[0]), str(row[1]))
+
     def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
         self._ensure_ready()
         where, params = self._where(flt)

@@ -58,7 +58,7 @@ from exectrack.stores._base import (
     RunFilter,
     SourceAggregate,
 )
-from exectrack.stores._dialect import runs_table_v1, runs_table_v2
+from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(2, "stream facts", runs_table_v2(real="DOUBLE PRECISION")),
+    Migration(3, "change feed", runs_table_v3(seq_type="xid8", seq_default="'0'::xid8")),
 )
 
 _DIALECT = SqlDialect(
@@ -117,6 +118,14 @@ _DIALECT = SqlDialect(
     bool_out=bool,
     migrations_table="CREATE TABLE IF NOT EXISTS exectrack_migrations ("
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+    # Writers run concurrently, so a counter would commit out of order (or serialize
+    # them all on one row). The writing transaction's id is the stamp instead, and a
+    # reader only reads stamps below the oldest transaction still running: every
+    # transaction with a smaller id has ended, so no row can appear behind the cursor.
+    change_stamp="pg_current_xact_id()",
+    change_settled="change_seq < pg_snapshot_xmin(pg_current_snapshot())",
+    seq_cast="::text::xid8",
+    seq_out=lambda value: int(str(value)),
 )
 
 _OWN_OPTIONS = ("schema", "pool_min_size", "pool_max_size", "pool_timeout")

@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
-from exectrack.stores._dialect import runs_table_v1, runs_table_v2
+from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
@@ -53,6 +53,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(2, "stream facts", runs_table_v2(real="REAL")),
+    Migration(3, "change feed", runs_table_v3(seq_type="INTEGER", seq_default="0")),
 )
 
 _DIALECT = SqlDialect(
@@ -69,6 +70,13 @@ _DIALECT = SqlDialect(
     bool_out=bool,
     migrations_table="CREATE TABLE IF NOT EXISTS exectrack_migrations ("
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    # Writes are serialized (BEGIN IMMEDIATE), so one more than the largest stamp is
+    # larger than every stamp a reader has seen: stamps grow in commit order. An index
+    # seek, not a row write (a counter row or a trigger would write twice per run).
+    change_stamp="(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM runs)",
+    change_settled="1 = 1",
+    seq_cast="",
+    seq_out=int,
 )
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,96 @@
+"""/metrics: Prometheus text that prometheus-client's own parser reads back, with the
+runs of the database and the write-path health of the serving process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from exectrack import ExecutionTracker, RunStatus
+from exectrack._model import datetime_to_us
+from exectrack.server import create_app
+from exectrack.stores._sql import SqlStore
+
+from .conftest import add_run, ago
+
+Client = Callable[..., TestClient]
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_runs_durations_open_and_hang_rate(store: SqlStore, client_for: Client) -> None:
+    for i, ms in enumerate([3.0, 20.0, 700.0]):
+        add_run(store, f"ok{i}", "skill", duration_ms=ms)
+    add_run(store, "bad", "skill", status=RunStatus.ERROR, duration_ms=40_000.0)
+    add_run(store, "open", "chat", status=RunStatus.RUNNING, started=ago(minutes=3))
+    add_run(store, "hung", "chat", status=RunStatus.RUNNING, started=ago(minutes=2),
+            lease_until=datetime_to_us(ago(minutes=1)))  # fmt: skip
+    r = client_for(create_app(store)).get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    got = samples(r.text)
+    assert got[("exectrack_store_up", ())] == 1
+    assert got[("exectrack_runs", (("source", "skill"), ("status", "success")))] == 3
+    assert got[("exectrack_runs", (("source", "skill"), ("status", "error")))] == 1
+    assert got[("exectrack_runs", (("source", "chat"), ("status", "running")))] == 2
+
+    def bucket(le: str) -> float:
+        return got[("exectrack_run_duration_seconds_bucket", (("le", le), ("source", "skill")))]
+
+    assert bucket("0.005") == 1
+    assert bucket("0.025") == 2
+    assert bucket("1.0") == 3
+    assert bucket("30.0") == 3
+    assert bucket("60.0") == 4
+    assert bucket("+Inf") == 4
+    assert got[("exectrack_run_duration_seconds_count", (("source", "skill"),))] == 4
+    assert got[("exectrack_run_duration_seconds_sum", (("source", "skill"),))] == 40.723
+    assert got[("exectrack_open_runs", (("source", "chat"),))] == 2
+    assert got[("exectrack_open_runs_past_lease", (("source", "chat"),))] == 1
+    assert got[("exectrack_hang_rate", (("source", "chat"),))] == 0.5
+    assert got[("exectrack_hang_rate", (("source", "skill"),))] == 0
+    assert 170 < got[("exectrack_oldest_open_run_age_seconds", (("source", "chat"),))] < 600
+    assert got[("exectrack_server_streams", ())] == 0
+    assert ("exectrack_dropped_writes_total", ()) not in got  # no tracker in this process
+
+
+def test_a_trackers_write_path_is_reported(db_url: str, client_for: Client) -> None:
+    tracker = ExecutionTracker(db_url, strict=True)
+    try:
+        with tracker.with_run("chat"):
+            pass
+        got = samples(client_for(create_app(tracker)).get("/metrics").text)
+        assert got[("exectrack_dropped_writes_total", ())] == 0
+        assert got[("exectrack_store_failures_total", ())] == 0
+        assert got[("exectrack_write_queue", ())] == 0
+        assert got[("exectrack_runs", (("source", "chat"), ("status", "success")))] == 1
+    finally:
+        tracker.close()
+
+
+def test_two_apps_in_one_process_keep_their_own_registries(
+    store: SqlStore, tmp_path: object, client_for: Client
+) -> None:
+    """Each app has its own registry: a second app neither fails to register nor
+    reports the first one's database."""
+    from exectrack.stores import open_store
+
+    other = open_store(f"{tmp_path}/other.db")
+    try:
+        add_run(store, "a", "chat")
+        add_run(other, "b", "skill")
+        first = samples(client_for(create_app(store)).get("/metrics").text)
+        second = samples(client_for(create_app(other)).get("/metrics").text)
+        assert ("exectrack_runs", (("source", "chat"), ("status", "success"))) in first
+        assert ("exectrack_runs", (("source", "skill"), ("status", "success"))) not in first
+        assert ("exectrack_runs", (("source", "skill"), ("status", "success"))) in second
+    finally:
+        other.close()
