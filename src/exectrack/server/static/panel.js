@@ -350,10 +350,10 @@ function fillRow(tr, run) {
     h("td", { class: "c-start" },
       h("time", { datetime: run.started_at, title: run.started_at, text: formatLocal(run.started_at) })),
     h("td", { class: "c-source", text: run.source }),
-    h("td", { class: "c-ref", title: run.source_ref || null, text: run.source_ref || "" }),
+    h("td", { class: "c-ref", "data-label": "ref", title: run.source_ref || null, text: run.source_ref || "" }),
     h("td", { class: "c-status" }, statusPill(run.status)),
     h("td", { class: `c-duration num${OPEN.has(run.status) ? " elapsed" : ""}`, text: duration }),
-    h("td", { class: "c-session", title: run.session_id || null, text: run.session_id || "" }),
+    h("td", { class: "c-session", "data-label": "session", title: run.session_id || null, text: run.session_id || "" }),
     h("td", { class: "c-error", title: run.error_message || null, text: run.error_code || "" }),
   );
   tr.classList.toggle("unmatched", !matchesFilters(run));
