@@ -57,7 +57,9 @@ const state = {
   live: true,
   source: null, // the EventSource while live
   pollTimer: null,
-  detailsId: null,
+  detailsId: null, // the run whose details are open (live is paused meanwhile)
+  detailsRun: null,
+  detailsChildren: [],
   detailsReturnFocus: null,
   lastReport: 0,
   reportTimer: null,
@@ -76,7 +78,7 @@ function h(tag, attrs = {}, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (key === "class") node.className = value;
     else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (typeof value === "function") node.addEventListener(key.replace(/^on/, ""), value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
   for (const child of children.flat()) {
@@ -444,7 +446,7 @@ function tickElapsed() {
   }
   const live = document.querySelector("#details-body [data-elapsed]");
   if (live && state.detailsRun && OPEN.has(state.detailsRun.status)) {
-    live.textContent = `${formatMs(elapsedMs(state.detailsRun))} (running)`;
+    live.textContent = `${formatMs(elapsedMs(state.detailsRun))} (${state.detailsRun.status})`;
   }
 }
 
@@ -728,7 +730,7 @@ function detailRow(key, run) {
     shown = h("span", { class: key === "error_message" ? "message" : "", text: String(value) });
   }
   if (key === "duration_ms" && (value === null || value === undefined) && OPEN.has(run.status)) {
-    shown = h("span", { "data-elapsed": "", text: `${formatMs(elapsedMs(run))} (running)` });
+    shown = h("span", { "data-elapsed": "", text: `${formatMs(elapsedMs(run))} (${run.status})` });
   }
   const dd = h("dd", { "data-field": key }, shown);
   if (COPYABLE.has(key) && value !== null && value !== undefined && value !== "") {
