@@ -67,6 +67,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.stopping.clear()
         if state.reaper is not None:
             state.reaper.ensure_started()
         try:
