@@ -120,6 +120,29 @@ def test_the_badge_component_shows_the_latest_status_of_exactly_its_scope(
     assert errors.errors == []
 
 
+@pytest.fixture(scope="module")
+def mounted(served: Served) -> Iterator[Served]:
+    """The same runs, the app mounted under /runs."""
+    yield from serve(served.tracker, prefix="/runs")
+
+
+def test_under_a_prefix_the_badge_component_reads_from_the_mount_point(
+    page: Page, mounted: Served
+) -> None:
+    """badge.js loaded from /runs/static/ reads its badges under /runs/ by itself."""
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    badge_page(
+        page,
+        mounted,
+        '<script src="runs/static/badge.js"></script></head><body>'
+        '<exectrack-badge id="ask" source="chat" source-ref="ask"></exectrack-badge>',
+    )
+    wait_badge(page, "#ask", "success")
+    api = [u for u in urls if "api/badges" in u]
+    assert api and all(u.startswith(f"{mounted.url}api/badges?") for u in api)
+
+
 def test_a_badge_follows_its_run_until_it_finishes(page: Page, served: Served) -> None:
     """A badge of a running run shows running, then the final status without a reload."""
     tracker = served.tracker

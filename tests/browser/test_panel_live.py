@@ -247,3 +247,15 @@ def test_with_a_token_the_panel_loads_follows_live_and_keeps_the_token_out_of_li
     page.locator(f'#details [data-field="id"]:has-text("{run.id}")').wait_for()
     assert "token" not in page.url
     assert errors.errors == []
+
+
+def test_the_mount_point_without_its_slash_leads_to_the_panel(
+    page: Page, mounted: Served, session: str
+) -> None:
+    """/runs (no trailing slash) ends at the working panel under /runs/."""
+    run = mounted.tracker.start("chat", session_id=session)
+    mounted.tracker.finish_success(run)
+    mounted.tracker.flush()
+    page.goto(f"{mounted.server.origin}/runs?session_id={session}")
+    wait_rows(page, [run.id])
+    assert page.url.startswith(mounted.url)
