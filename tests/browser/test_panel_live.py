@@ -19,7 +19,7 @@ from exectrack import ExecutionTracker
 from .conftest import PageErrors, Served, serve, wait_loaded, wait_rows
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Page
+    from playwright.sync_api import BrowserContext, Page, Route
 
 _sessions = itertools.count()
 
@@ -259,3 +259,28 @@ def test_the_mount_point_without_its_slash_leads_to_the_panel(
     page.goto(f"{mounted.server.origin}/runs?session_id={session}")
     wait_rows(page, [run.id])
     assert page.url.startswith(mounted.url)
+
+
+def test_when_the_server_cannot_be_reached_the_panel_says_so_and_retries(
+    page: Page, served: Served, session: str
+) -> None:
+    """A first page that fails to load (connection refused) shows the error, and the
+    panel tries again by itself while live is on."""
+    run = served.tracker.start("chat", session_id=session)
+    served.tracker.finish_success(run)
+    served.tracker.flush()
+    refused: list[str] = []
+
+    def refuse_once(route: Route) -> None:
+        if refused:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("connectionrefused")
+
+    page.route("**/api/runs?*", refuse_once)
+    page.goto(f"{served.url}?session_id={session}")
+    page.locator("#error").wait_for(state="visible")
+    wait_rows(page, [run.id])
+    assert page.locator("#error").is_hidden()
+    assert len(refused) == 1

@@ -9,6 +9,7 @@ const PAGE_SIZE = 50;
 const REPORT_WINDOW = "24h";
 const REPORT_MIN_INTERVAL_MS = 5000;
 const POLL_INTERVAL_MS = 3000;
+const RETRY_MS = 5000;
 const FILTER_TEXT_KEYS = ["source", "session_id", "source_ref", "text", "since", "until"];
 
 // One label per status (colours live in panel.css as .st-<status>, from the same table
@@ -118,9 +119,15 @@ function apiURL(path, params = [], { withToken = false } = {}) {
 }
 
 class ApiError extends Error {
-  constructor(message, parameter) {
+  constructor(message, parameter, status = 0) {
     super(message);
     this.parameter = parameter;
+    this.status = status; // 0: the server could not be reached
+  }
+
+  /** Worth trying again later (the server is away or failing), unlike a bad filter. */
+  get transient() {
+    return this.status === 0 || this.status >= 500;
   }
 }
 
@@ -142,7 +149,7 @@ async function getJSON(path, params = []) {
   if (!response.ok) {
     const error = body && body.error;
     const message = error && error.message ? error.message : `HTTP ${response.status}`;
-    throw new ApiError(message, error ? error.parameter : null);
+    throw new ApiError(message, error ? error.parameter : null, response.status);
   }
   return body;
 }
@@ -444,6 +451,11 @@ function tickElapsed() {
     const cell = tr.querySelector(".c-duration");
     if (cell) cell.textContent = durationText(run);
   }
+  for (const dd of document.querySelectorAll("#summary dd[data-age-ms]")) {
+    // the oldest open run keeps ageing between two reports
+    const age = Number(dd.dataset.ageMs) + (Date.now() - Number(dd.dataset.at));
+    dd.textContent = formatMs(age);
+  }
   const live = document.querySelector("#details-body [data-elapsed]");
   if (live && state.detailsRun && OPEN.has(state.detailsRun.status)) {
     live.textContent = `${formatMs(elapsedMs(state.detailsRun))} (${state.detailsRun.status})`;
@@ -461,8 +473,16 @@ async function reload() {
   } catch (err) {
     if (generation !== state.generation) return;
     showError(err);
-    setLiveState("error", "error");
     $("#runs").setAttribute("aria-busy", "false");
+    if (err.transient && state.live) {
+      // The server is away: try again while live is on (a filter error waits for the user).
+      setLiveState("reconnecting", "retrying…");
+      setTimeout(() => {
+        if (generation === state.generation && state.live) reload();
+      }, RETRY_MS);
+    } else {
+      setLiveState("error", "error");
+    }
     return;
   }
   if (generation !== state.generation) return;
@@ -618,8 +638,8 @@ async function loadReport() {
       .filter(([status]) => !OPEN.has(status))
       .reduce((sum, [, n]) => sum + n, 0);
     const successRate = finished ? (byStatus.success || 0) / finished : null;
-    const oldest = s.oldest_open_age_s === null || s.oldest_open_age_s === undefined
-      ? "—" : formatMs(s.oldest_open_age_s * 1000);
+    const hasOpen = s.oldest_open_age_s !== null && s.oldest_open_age_s !== undefined;
+    const oldest = hasOpen ? formatMs(s.oldest_open_age_s * 1000) : "—";
     const selected = state.filters.source === s.source;
     return h("article", { class: `card${selected ? " selected" : ""}`, "data-source": s.source },
       h("h3", {},
@@ -634,7 +654,8 @@ async function loadReport() {
         stat("Success", formatRate(successRate), "success-rate"),
         stat("Open", String(s.open), "open"),
         stat("Hang rate", formatRate(s.hang_rate), "hang-rate"),
-        stat("Oldest open", oldest, "oldest-open")));
+        stat("Oldest open", oldest, "oldest-open",
+          hasOpen ? { "data-age-ms": String(s.oldest_open_age_s * 1000), "data-at": String(Date.now()) } : {})));
   });
   if (!cards.length) cards.push(h("p", { class: "muted", text: "No runs in the last 24 hours." }));
   strip.replaceChildren(h("h2", { class: "visually-hidden", text: "Last 24 hours per source" }), ...cards);
@@ -642,8 +663,9 @@ async function loadReport() {
   list.replaceChildren(...sources.map((s) => h("option", { value: s.source })));
 }
 
-function stat(label, value, name) {
-  return h("div", { class: "stat", "data-stat": name }, h("dt", { text: label }), h("dd", { text: value }));
+function stat(label, value, name, ddAttrs = {}) {
+  return h("div", { class: "stat", "data-stat": name },
+    h("dt", { text: label }), h("dd", { ...ddAttrs, text: value }));
 }
 
 // -- the details view -------------------------------------------------------------
