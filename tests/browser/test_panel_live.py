@@ -284,3 +284,27 @@ def test_when_the_server_cannot_be_reached_the_panel_says_so_and_retries(
     wait_rows(page, [run.id])
     assert page.locator("#error").is_hidden()
     assert len(refused) == 1
+
+
+def test_without_the_event_stream_the_panel_polls_the_change_feed(
+    page: Page, served: Served, session: str
+) -> None:
+    """Where the event stream is refused (a proxy, an older server), the panel follows
+    api/runs/changes by polling and still updates in place and inserts."""
+    page.route(
+        "**/api/runs/changes/stream*",
+        lambda route: route.fulfill(status=404, content_type="application/json", body="{}"),
+    )
+    run = served.tracker.start("skill", session_id=session)
+    served.tracker.flush()
+    open_session(page, served, session)
+    wait_rows(page, [run.id])
+    page.wait_for_function(
+        "() => document.querySelector('#live-state').dataset.state === 'polling'"
+    )
+    served.tracker.finish_success(run)
+    wait_status(page, run.id, "success")
+    new = served.tracker.start("chat", session_id=session)
+    wait_rows(page, [new.id, run.id])
+    served.tracker.finish_success(new)
+    assert_same_document(page)
