@@ -308,3 +308,23 @@ def test_without_the_event_stream_the_panel_polls_the_change_feed(
     wait_rows(page, [new.id, run.id])
     served.tracker.finish_success(new)
     assert_same_document(page)
+
+
+def test_the_summary_strip_follows_new_runs(page: Page, served: Served, session: str) -> None:
+    """A run of a source the strip has not shown yet brings that source's card, with
+    the report's figures, without a reload."""
+    source = f"src-{session}"
+    open_session(page, served, session)
+    wait_live(page)
+    assert page.locator(f'#summary .card[data-source="{source}"]').count() == 0
+    run = served.tracker.start(source, session_id=session)
+    card = page.locator(f'#summary .card[data-source="{source}"]')
+    card.wait_for()
+    assert card.locator('[data-stat="started"] dd').inner_text() == "1"
+    assert card.locator('[data-stat="open"] dd').inner_text() == "1"
+    served.tracker.finish_success(run)
+    page.wait_for_function(
+        """sel => document.querySelector(sel)?.textContent === '100 %'""",
+        arg=f'#summary .card[data-source="{source}"] [data-stat="success-rate"] dd',
+    )
+    assert_same_document(page)
