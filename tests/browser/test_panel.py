@@ -14,7 +14,16 @@ import pytest
 
 from exectrack import ExecutionTracker, FakeClock, RunStatus
 
-from .conftest import TIMEOUT_MS, PageErrors, Served, pretty, serve, wait_loaded, wait_rows
+from .conftest import (
+    TIMEOUT_MS,
+    PageErrors,
+    Served,
+    pretty,
+    row_ids,
+    serve,
+    wait_loaded,
+    wait_rows,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -408,28 +417,39 @@ def test_markup_in_run_text_renders_as_text_and_runs_nothing(
 
 
 def test_keyboard_tab_to_a_row_enter_opens_escape_closes(page: Page, served: Served) -> None:
-    """Rows are reachable with Tab and visibly focused; Enter opens the details and
-    Escape closes them, giving focus back to the row."""
+    """The table is one Tab stop with a visible focus; arrows move between rows; Enter
+    opens the focused row's details and Escape closes them, giving focus back to the
+    row; the next Tab leaves the table."""
     open_panel(page, served)
-    for _ in range(60):
+    ids = row_ids(page)
+    for _ in range(40):
         page.keyboard.press("Tab")
         if page.evaluate("() => document.activeElement.matches('#rows tr')"):
             break
     else:
         pytest.fail("Tab never reached a row of the table")
-    focused = page.evaluate("() => document.activeElement.dataset.id")
+    focused = "() => document.activeElement.dataset.id"
+    assert page.evaluate(focused) == ids[0]
     outline = page.evaluate(
         "() => { const s = getComputedStyle(document.activeElement);"
         " return [s.outlineStyle, parseFloat(s.outlineWidth)]; }"
     )
     assert outline[0] != "none" and outline[1] > 0
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowUp")
+    assert page.evaluate(focused) == ids[1]
     page.keyboard.press("Enter")
-    page.locator(f'#details [data-field="id"]:has-text("{focused}")').wait_for()
+    page.locator(f'#details [data-field="id"]:has-text("{ids[1]}")').wait_for()
     assert page.locator("#details").is_visible()
     page.keyboard.press("Escape")
     page.locator("#details").wait_for(state="hidden")
-    assert page.evaluate("() => document.activeElement.dataset.id") == focused
+    assert page.evaluate(focused) == ids[1]
     assert urlsplit(page.url).fragment == ""
+    page.keyboard.press("End")
+    assert page.evaluate(focused) == ids[-1]
+    page.keyboard.press("Tab")
+    assert not page.evaluate("() => document.activeElement.matches('#rows tr')")
 
 
 def test_a_narrow_window_does_not_scroll_the_page_sideways(

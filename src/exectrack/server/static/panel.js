@@ -62,6 +62,7 @@ const state = {
   detailsRun: null,
   detailsChildren: [],
   detailsReturnFocus: null,
+  currentRow: null, // the row Tab reaches (roving tabindex)
   lastReport: 0,
   reportTimer: null,
 };
@@ -339,17 +340,48 @@ function showError(err) {
 
 // -- the run table ----------------------------------------------------------------
 
+// Keyboard: the table is one Tab stop (a roving tabindex); arrows, Home and End move
+// between rows, Enter opens the focused row's details.
+const ROW_KEYS = {
+  ArrowDown: (tr) => tr.nextElementSibling,
+  ArrowUp: (tr) => tr.previousElementSibling,
+  Home: (tr) => tr.parentElement.firstElementChild,
+  End: (tr) => tr.parentElement.lastElementChild,
+};
+
 function buildRow(run) {
-  const tr = h("tr", { tabindex: "0", "data-id": run.id, class: "run-row" });
+  const tr = h("tr", { tabindex: "-1", "data-id": run.id, class: "run-row" });
   tr.addEventListener("click", () => openDetails(run.id, tr));
+  tr.addEventListener("focus", () => setCurrentRow(tr));
   tr.addEventListener("keydown", (event) => {
     if (event.key === "Enter") {
       event.preventDefault();
       openDetails(tr.dataset.id, tr);
+    } else if (Object.hasOwn(ROW_KEYS, event.key)) {
+      const target = ROW_KEYS[event.key](tr);
+      if (target) {
+        event.preventDefault();
+        target.focus();
+      }
     }
   });
   fillRow(tr, run);
   return tr;
+}
+
+function setCurrentRow(tr) {
+  const previous = state.currentRow;
+  if (previous && previous !== tr) previous.tabIndex = -1;
+  tr.tabIndex = 0;
+  state.currentRow = tr;
+}
+
+/** Keep one row reachable with Tab (the first, unless another was focused). */
+function ensureCurrentRow() {
+  if (state.currentRow && state.currentRow.isConnected) return;
+  const first = $("#rows").firstElementChild;
+  state.currentRow = null;
+  if (first) setCurrentRow(first);
 }
 
 function fillRow(tr, run) {
@@ -439,6 +471,7 @@ function applyChanges(runs) {
 }
 
 function updateCounts() {
+  ensureCurrentRow();
   const n = state.rows.size;
   $("#empty").hidden = n > 0;
   $("#load-more").hidden = state.nextCursor === null;
