@@ -69,12 +69,17 @@ def _cmd_serve(args: argparse.Namespace, _: None) -> int:
             config = uvicorn.Config(
                 app, log_level="warning", timeout_graceful_shutdown=2, proxy_headers=False
             )
-            server = uvicorn.Server(config)
-            print(f"exectrack serve: the runs panel is at {url}", flush=True)
-            print(f"exectrack serve: reading {redact_url(store.url)}", flush=True)
-            if token:
-                print("exectrack serve: every request needs the token", flush=True)
-            server.run(sockets=[sock])
+
+            class Server(uvicorn.Server):
+                async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                    await super().startup(sockets=sockets)
+                    if self.started:  # listening: the URL printed now answers
+                        print(f"exectrack serve: the runs panel is at {url}", flush=True)
+                        print(f"exectrack serve: reading {redact_url(store.url)}", flush=True)
+                        if token:
+                            print("exectrack serve: every request needs the token", flush=True)
+
+            Server(config).run(sockets=[sock])
         finally:
             sock.close()
     finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -31,6 +31,7 @@ from exectrack.stores import open_store
 
 from .conftest import add_run, ago
 
+RESERVED = {"latest", "changes"}
 SKIP = {"/api/runs/changes/stream"}  # endless by design: covered on a real server
 
 
@@ -62,6 +63,10 @@ def test_no_input_makes_a_5xx_or_breaks_the_schema(tmp_path: Path) -> None:
                 database=None,
             )
             def check(case: schemathesis.Case) -> None:
+                # api/runs/latest and api/runs/changes are routes of their own (the
+                # schema reserves these ids): a run id naming one reaches that route.
+                run_id = str((case.path_parameters or {}).get("run_id", ""))
+                assume(run_id.split("/", maxsplit=1)[0] not in RESERVED)
                 case.call_and_validate(
                     excluded_checks=[positive_data_acceptance, negative_data_rejection]
                 )

@@ -147,7 +147,23 @@ def create_app(
         content, kind = found
         return Response(content, media_type=kind, headers={"Cache-Control": "no-cache"})
 
+    _reserve_run_ids(app)
     return app
+
+
+def _reserve_run_ids(app: FastAPI) -> None:
+    """``api/runs/latest`` and ``api/runs/changes`` are routes, not run ids: say so in
+    the published schema, so no client (or fuzzer) expects a run there."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for param in schema["paths"]["/api/runs/{run_id}"]["get"].get("parameters", []):
+            if param.get("name") == "run_id":
+                param["schema"]["not"] = {"enum": ["latest", "changes"]}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _version() -> str:

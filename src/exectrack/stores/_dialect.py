@@ -19,6 +19,7 @@ __all__ = [
     "runs_table_v1",
     "runs_table_v2",
     "runs_table_v3",
+    "runs_table_v4",
     "sql",
 ]
 
@@ -177,4 +178,13 @@ def runs_table_v3(*, seq_type: str, seq_default: str) -> tuple[str, ...]:
     return (
         f"ALTER TABLE runs ADD COLUMN change_seq {seq_type} NOT NULL DEFAULT {seq_default}",
         "CREATE INDEX runs_changes ON runs (change_seq, id)",
+    )
+
+
+def runs_table_v4() -> tuple[str, ...]:
+    """Schema version 4: a source_ref's runs newest first (a badge, the panel's
+    source_ref filter, the latest run of a ref that never ran) without a scan."""
+    return (
+        "CREATE INDEX runs_ref_started ON runs (source_ref, started_at, id)"
+        " WHERE source_ref IS NOT NULL",
     )

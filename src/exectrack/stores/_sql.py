@@ -58,11 +58,10 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         _sql_stores.add(self)
         stamp = d.change_stamp
         self._insert_row = sql(
-            d,
-            "(" + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS) + f", {stamp})",
+            d, "(" + ", ".join("{json}" if c == "metadata" else "?" for c in COLUMNS) + ")"
         )
         self._insert_sql = (
-            f"INSERT INTO runs ({COLS}, change_seq) VALUES {self._insert_row} "
+            f"INSERT INTO runs ({COLS}, change_seq) VALUES ({self._insert_row[1:-1]}, {stamp}) "
             "ON CONFLICT (id) DO NOTHING"
         )
         self._finish_sql = sql(
@@ -361,11 +360,13 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
             if cur.rowcount != len(rows):
                 raise ConflictError
             return
+        cur.execute(f"SELECT {self.dialect.change_stamp}")
+        stamp = cur.fetchone()[0]
         for i in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[i : i + INSERT_CHUNK]
             cur.execute(
                 self._insert_sql_for(len(chunk)),
-                [p for r in chunk for p in self._row_params(r)],
+                [p for r in chunk for p in (*self._row_params(r), stamp)],
             )
             if cur.rowcount != len(chunk):
                 raise ConflictError
@@ -389,7 +390,10 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         wait to get it back) once per row."""
         text = self._insert_many.get(n)
         if text is None:
-            rows = ", ".join([self._insert_row] * n)
+            # The stamp is a parameter, read once per batch (_insert_rows): SQLite
+            # evaluates a stamp subquery once per row of a multi-row INSERT, which cost
+            # ~6% more instructions per run.
+            rows = ", ".join([f"{self._insert_row[:-1]}, {self.dialect.param})"] * n)
             text = (
                 f"INSERT INTO runs ({COLS}, change_seq) VALUES {rows} ON CONFLICT (id) DO NOTHING"
             )
@@ -476,7 +480,7 @@ def finish_guard(table: str, target: str) -> str:
 # Rows per multi-row statement: their parameters stay under SQLite's oldest limit of
 # 999 bound parameters (49 x 20, 99 x 10), and 99 SELECTs under its 500 in one UNION.
 SQLITE_MAX_PARAMS = 999
-INSERT_CHUNK = SQLITE_MAX_PARAMS // len(COLUMNS)
+INSERT_CHUNK = SQLITE_MAX_PARAMS // (len(COLUMNS) + 1)  # + the change stamp
 FINISH_CHUNK = SQLITE_MAX_PARAMS // len(FINISH_COLUMNS)
 
 

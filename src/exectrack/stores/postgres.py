@@ -58,7 +58,7 @@ from exectrack.stores._base import (
     RunFilter,
     SourceAggregate,
 )
-from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3
+from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3, runs_table_v4
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(2, "stream facts", runs_table_v2(real="DOUBLE PRECISION")),
     Migration(3, "change feed", runs_table_v3(seq_type="xid8", seq_default="'0'::xid8")),
+    Migration(4, "source_ref index", runs_table_v4()),
 )
 
 _DIALECT = SqlDialect(
