@@ -691,7 +691,7 @@ async function loadReport() {
           hasOpen ? { "data-age-ms": String(s.oldest_open_age_s * 1000), "data-at": String(Date.now()) } : {})));
   });
   if (!cards.length) cards.push(h("p", { class: "muted", text: "No runs in the last 24 hours." }));
-  strip.replaceChildren(h("h2", { class: "visually-hidden", text: "Last 24 hours per source" }), ...cards);
+  strip.replaceChildren(h("h2", { class: "strip-title", text: "Last 24 hours, per source" }), ...cards);
   const list = $("#known-sources");
   list.replaceChildren(...sources.map((s) => h("option", { value: s.source })));
 }
