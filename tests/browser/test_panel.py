@@ -181,7 +181,7 @@ def test_summary_strip_shows_each_sources_report(page: Page, served: Served) -> 
 
 FILTERS: dict[str, tuple[list[tuple[str, str]], Callable[[Page], None]]] = {
     "source": ([("source", "heartbeat")], lambda p: p.fill("input[name=source]", "heartbeat")),
-    "status (two)": (
+    "two-statuses": (
         [("status", "error"), ("status", "timeout")],
         lambda p: (p.check("input[name=status][value=error]"), p.check("input[value=timeout]")),
     ),
@@ -196,11 +196,11 @@ FILTERS: dict[str, tuple[list[tuple[str, str]], Callable[[Page], None]]] = {
     "text": ([("text", "UPSTREAM")], lambda p: p.fill("input[name=text]", "UPSTREAM")),
     "since": ([("since", "2d")], lambda p: p.fill("input[name=since]", "2d")),
     "until": ([("until", "1d")], lambda p: p.fill("input[name=until]", "1d")),
-    "two sources": (
+    "two-sources": (
         [("source", "chat"), ("source", "heartbeat")],
         lambda p: p.fill("input[name=source]", "chat, heartbeat"),
     ),
-    "source and status": (
+    "source-and-status": (
         [("source", "skill"), ("status", "success")],
         lambda p: (p.fill("input[name=source]", "skill"), p.check("input[value=success]")),
     ),
