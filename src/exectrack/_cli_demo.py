@@ -28,6 +28,7 @@ def _cmd_demo(args: argparse.Namespace, store: Store) -> int:
 
     def ready(url: str) -> None:
         print(f"exectrack demo: the agent host is at {url}", flush=True)
+        print(f"exectrack demo: the runs panel is at {url}runs/", flush=True)
         print(f"exectrack demo: runs are stored in {where}", flush=True)
         print(
             f"exectrack demo: look at them with `exectrack --database {where} runs list`"

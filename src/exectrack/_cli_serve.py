@@ -14,7 +14,7 @@ from exectrack import _cli_format as fmt
 from exectrack import query
 from exectrack._config import Settings
 from exectrack._model import Run
-from exectrack.errors import DriverMissingError
+from exectrack.errors import ConfigError, DriverMissingError
 from exectrack.stores import Store, redact_url
 
 __all__ = ["add_serve_command", "add_tail_command", "is_loopback"]
@@ -35,8 +35,13 @@ def is_loopback(host: str) -> bool:
 
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except (OSError, OverflowError) as exc:  # in use, no such address, port > 65535
+        sock.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
     return sock
 
 
@@ -59,13 +64,13 @@ def _cmd_serve(args: argparse.Namespace, _: None) -> int:
         ) from exc
     from exectrack.cli import _open
 
-    store = _open(args)
+    sock = _bind(args.host, args.port)  # before the database: a busy port changes nothing
     try:
-        sock = _bind(args.host, args.port)
+        store = _open(args)
         try:
             host = args.host if ":" not in args.host else f"[{args.host.strip('[]')}]"
             url = f"http://{host}:{sock.getsockname()[1]}/"
-            app = create_app(store, token=token or None, reaper=True)
+            app = create_app(store, token=token or "", reaper=True)
             config = uvicorn.Config(
                 app, log_level="warning", timeout_graceful_shutdown=2, proxy_headers=False
             )
@@ -81,9 +86,9 @@ def _cmd_serve(args: argparse.Namespace, _: None) -> int:
 
             Server(config).run(sockets=[sock])
         finally:
-            sock.close()
+            store.close()
     finally:
-        store.close()
+        sock.close()
     print("exectrack serve: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
 

@@ -364,3 +364,33 @@ def test_reaper_finishes_abandoned_runs_while_the_app_runs(
             "the stale run reaped",
         )
     assert run.status is RunStatus.ERROR and run.error_code == "abandoned"
+
+
+def test_a_mounted_app_starts_its_reaper_on_the_first_request(
+    store: SqlStore, client_for: Client
+) -> None:
+    """A mounted app gets no lifespan events: its first request starts the reaper."""
+    from fastapi import FastAPI
+
+    from exectrack._model import datetime_to_us
+
+    from .conftest import wait_until
+
+    add_run(store, "stale", "heartbeat", status=RunStatus.RUNNING, owner="gone-host:1:1",
+            lease_until=datetime_to_us(ago(minutes=5)))  # fmt: skip
+    outer = FastAPI()
+    app = create_app(store, reaper=True)
+    outer.mount("/runs", app)
+    c = client_for(outer)
+    try:
+        assert store.get("stale").status is RunStatus.RUNNING  # type: ignore[union-attr]
+        assert c.get("/runs/api/runs/latest").status_code == 200
+        wait_until(lambda: store.get("stale").is_terminal, 10, "the stale run reaped")  # type: ignore[union-attr]
+    finally:
+        app.state.exectrack.reaper.stop()
+
+
+def test_an_unknown_path_is_a_404_with_the_error_shape(client: TestClient) -> None:
+    r = client.get("/api/nothing")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"

@@ -99,6 +99,7 @@ def test_serve_refuses_a_non_loopback_host_without_a_token(env: dict[str, str], 
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("exectrack: refusing to serve on") and "token" in lines[0]
+    assert not Path(env["EXECTRACK_DATABASE_URL"].removeprefix("sqlite:///")).exists()
 
 
 def test_serve_prints_its_url_serves_and_stops_on_sigterm_with_a_stream_attached(
@@ -188,3 +189,24 @@ def test_tail_refuses_a_bad_cursor(env: dict[str, str], tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert r.stderr.startswith("exectrack: invalid change cursor")
+
+
+def test_serve_on_a_port_in_use_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    """Exit 1 with one line, and no database created for nothing."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [*EXE, "serve", "--port", str(port)],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"exectrack: cannot listen on 127.0.0.1:{port}:")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs.db").exists()

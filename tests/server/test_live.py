@@ -209,3 +209,18 @@ def test_many_changes_are_sent_in_pages_without_waiting(store: SqlStore) -> None
                 if len(got) >= 1200:
                     break
         assert sorted(got) == [f"r{i:04d}" for i in range(1200)]
+
+
+def test_head_on_the_stream_ends_at_the_headers(store: SqlStore) -> None:
+    """HEAD gets the stream's headers and nothing keeps running: the stream count is
+    back to zero and the same keep-alive connection answers the next request."""
+    app = create_app(store, live_interval=0.05)
+    with (
+        uvicorn_thread(app) as server,
+        httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as client,
+    ):
+        r = client.head("/api/runs/changes/stream")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        wait_until(lambda: app.state.exectrack.streams == 0, 5, "the stream ended")
+        assert client.get("/api/runs").status_code == 200

@@ -94,3 +94,18 @@ def test_two_apps_in_one_process_keep_their_own_registries(
         assert ("exectrack_runs", (("source", "skill"), ("status", "success"))) in second
     finally:
         other.close()
+
+
+def test_source_stats_can_skip_the_percentiles(store: SqlStore) -> None:
+    """What /metrics asks for: the counts and buckets, without the sorting query."""
+    from exectrack import query
+
+    add_run(store, "a", "chat", duration_ms=5.0)
+    (full,) = query.source_stats(store, bounds=(10.0,))
+    (lean,) = query.source_stats(store, bounds=(10.0,), percentiles=False)
+    assert full.p50_ms == 5.0 and lean.p50_ms is None and lean.p99_ms is None
+    assert (lean.by_status, lean.buckets, lean.duration_count) == (
+        full.by_status,
+        full.buckets,
+        full.duration_count,
+    )

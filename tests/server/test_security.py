@@ -183,3 +183,9 @@ def test_openapi_publishes_every_endpoint(store: SqlStore, client_for: Client) -
         "/metrics",
     }
     assert all(set(ops) == {"get"} for ops in paths.values())
+
+
+def test_the_schema_says_how_to_send_the_token(guarded: TestClient) -> None:
+    schema = guarded.get(f"/openapi.json?token={TOKEN}").json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert {"token": []} in schema["security"]

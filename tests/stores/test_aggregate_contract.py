@@ -186,3 +186,23 @@ def test_latest_runs_ties_break_by_id(target: Target) -> None:
     store.create(NewRun("a", "chat", T0))
     store.create(NewRun("b", "chat", T0))
     assert [r.id for r in store.latest_runs([RunFilter()]) if r] == ["b"]
+
+
+def test_latest_runs_with_any_filter(target: Target) -> None:
+    """Scopes that are more than equalities (statuses, a window, text, several
+    sources) mixed with plain ones: each still gets exactly its newest match."""
+    store = target.store
+    store.create(NewRun("e1", "chat", T0, status=RunStatus.ERROR, finished_at=T0 + 1,
+                        error_message="Rate limited"))  # fmt: skip
+    store.create(NewRun("s1", "chat", T0 + 10, status=RunStatus.SUCCESS, finished_at=T0 + 11))
+    store.create(NewRun("k1", "skill", T0 + 20, source_ref="calc"))
+    filters = [
+        RunFilter(sources=("chat",), statuses=(RunStatus.ERROR,)),
+        RunFilter(sources=("chat", "skill")),
+        RunFilter(started_before=us_to_datetime(T0 + 5)),
+        RunFilter(text="rate"),
+        RunFilter(sources=("skill",), source_ref="calc"),
+        RunFilter(sources=("chat",), statuses=(RunStatus.TIMEOUT,)),
+    ]
+    got = store.latest_runs(filters)
+    assert [None if r is None else r.id for r in got] == ["e1", "k1", "e1", "e1", "k1", None]

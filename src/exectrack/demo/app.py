@@ -1,5 +1,6 @@
-"""The demo agent host's web app: a chat page, a streamed chat endpoint whose turns
-call tools, and a small JSON list of the latest runs for the page to show."""
+"""The demo agent host's web app: a chat page (with the latest-status badges), a
+streamed chat endpoint whose turns call tools, a small JSON list of the latest runs
+for the page to show, and the runs panel with its HTTP API mounted at ``/runs/``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from exectrack import ExecutionTracker
 from exectrack.demo.model import FakeModel
 from exectrack.demo.tools import Tools, make_tools
 from exectrack.integrations.asgi import ExectrackMiddleware
+from exectrack.server import create_app as create_panel
 
 __all__ = ["create_app"]
 
@@ -101,5 +103,7 @@ def create_app(
     async def recent() -> JSONResponse:
         page = tracker.list_runs(limit=25)
         return JSONResponse({"runs": [run.to_dict() for run in page.runs]})
+
+    app.mount("/runs", create_panel(tracker, token=""))  # a demo on 127.0.0.1: no token
 
     return app

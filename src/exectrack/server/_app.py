@@ -49,7 +49,8 @@ def create_app(
 
     ``tracker_or_store``: a tracker (every read flushes its queued writes first) or a
     store (read as it is). ``token`` (default: ``EXECTRACK_TOKEN``): when set, every
-    request must carry it (``Authorization: Bearer <token>`` or ``?token=``).
+    request must carry it (``Authorization: Bearer <token>`` or ``?token=``);
+    ``token=""`` serves without one whatever the environment says.
     ``reaper``: finish abandoned and overdue runs while the app runs.
     ``live_interval``: seconds between two polls of the change-feed stream.
     """
@@ -147,13 +148,14 @@ def create_app(
         content, kind = found
         return Response(content, media_type=kind, headers={"Cache-Control": "no-cache"})
 
-    _reserve_run_ids(app)
+    _finish_schema(app, with_token=state.token is not None)
     return app
 
 
-def _reserve_run_ids(app: FastAPI) -> None:
-    """``api/runs/latest`` and ``api/runs/changes`` are routes, not run ids: say so in
-    the published schema, so no client (or fuzzer) expects a run there."""
+def _finish_schema(app: FastAPI, *, with_token: bool) -> None:
+    """The published schema also says: ``api/runs/latest`` and ``api/runs/changes``
+    are routes, not run ids (so no client, or fuzzer, expects a run there); and, when
+    a token is required, how to send it."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -161,6 +163,12 @@ def _reserve_run_ids(app: FastAPI) -> None:
         for param in schema["paths"]["/api/runs/{run_id}"]["get"].get("parameters", []):
             if param.get("name") == "run_id":
                 param["schema"]["not"] = {"enum": ["latest", "changes"]}
+        if with_token:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "token": {"type": "apiKey", "in": "query", "name": "token"},
+            }
+            schema["security"] = [{"bearer": []}, {"token": []}]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

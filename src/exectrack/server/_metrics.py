@@ -83,7 +83,7 @@ class _RunsCollector(Collector):
             labels=["source"],
         )
         opened = GaugeMetricFamily("exectrack_open_runs", "Runs still open", labels=["source"])
-        for s in query.source_stats(store, bounds=BOUNDS_MS):
+        for s in query.source_stats(store, bounds=BOUNDS_MS, percentiles=False):
             for status, n in s.by_status.items():
                 runs.add_metric([s.source, status], n)
             buckets = [

@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
+import anyio.lowlevel
+
 from ._errors import error_body
 
 __all__ = ["CSP", "SecurityMiddleware"]
@@ -102,26 +105,18 @@ class SecurityMiddleware:
         await self.app(scope, receive, send_secure)
 
     async def _head(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The GET response's status and headers, no body; a stream is told its
-        client left as soon as its headers went out."""
-        done = False
+        """The GET response's status and headers, no body; the app (a stream, say) is
+        cancelled as soon as they went out, so nothing runs on after the answer."""
+        async with anyio.create_task_group() as group:
 
-        async def head_receive() -> Message:
-            if done:
-                return {"type": "http.disconnect"}
-            return await receive()
+            async def head_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await send(message)
+                    await send({"type": "http.response.body", "body": b""})
+                    group.cancel_scope.cancel()
+                    await anyio.lowlevel.checkpoint()  # the cancellation lands here, in the app
 
-        async def head_send(message: Message) -> None:
-            nonlocal done
-            if done:
-                return
-            if message["type"] == "http.response.start":
-                await send(message)
-            elif message["type"] == "http.response.body":
-                done = True
-                await send({"type": "http.response.body", "body": b""})
-
-        await self.app({**scope, "method": "GET"}, head_receive, head_send)
+            await self.app({**scope, "method": "GET"}, receive, head_send)
 
 
 async def _json(

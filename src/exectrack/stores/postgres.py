@@ -198,6 +198,8 @@ def _positive_int(name: str, raw: str | int, url: str) -> int:
 class PostgresStore(SqlStore):
     """Runs in PostgreSQL. Explicit arguments beat the URL's options."""
 
+    lateral_latest = True  # see AggregateOps.latest_runs
+
     dialect = _DIALECT
     migrations = MIGRATIONS
 
