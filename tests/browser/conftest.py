@@ -26,7 +26,7 @@ import pytest
 from exectrack import ExecutionTracker
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
 
 # Read at import: the autouse clean_env fixture removes EXECTRACK_* from each test's env.
 REQUIRE_BROWSER = os.environ.get("EXECTRACK_REQUIRE_BROWSER", "") == "1"
@@ -201,19 +201,18 @@ def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
 
 
 class PageErrors:
-    """Uncaught script errors and console errors of a page, asserted empty by tests."""
+    """Uncaught script errors and console errors of a page, asserted empty by tests
+    (except the browser's own probe for a /favicon.ico the page never asked for)."""
 
     def __init__(self, page: Page) -> None:
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        page.on(
-            "console",
-            lambda msg: (
-                self.errors.append(f"console.{msg.type}: {msg.text}")
-                if msg.type == "error"
-                else None
-            ),
-        )
+        page.on("console", self._console)
+
+    def _console(self, msg: ConsoleMessage) -> None:
+        if msg.type != "error" or msg.location.get("url", "").endswith("/favicon.ico"):
+            return
+        self.errors.append(f"console.{msg.type}: {msg.text} ({msg.location.get('url')})")
 
 
 @pytest.fixture
