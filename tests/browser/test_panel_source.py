@@ -8,7 +8,7 @@ from importlib import resources
 
 import pytest
 
-PANEL_FILES = ["index.html", "panel.js", "panel.css"]
+PANEL_FILES = ["index.html", "panel.js", "api.js", "format.js", "panel.css"]
 
 
 def read(name: str) -> str:
@@ -20,9 +20,10 @@ def test_the_panel_files_are_package_data() -> None:
         assert read(name).strip(), name
 
 
-def test_panel_js_never_parses_strings_as_html() -> None:
+@pytest.mark.parametrize("name", [n for n in PANEL_FILES if n.endswith(".js")])
+def test_the_panel_scripts_never_parse_strings_as_html(name: str) -> None:
     """Run text reaches the page through textContent and text nodes only."""
-    source = read("panel.js")
+    source = read(name)
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in source, sink
     assert not re.search(r"new\s+Function\s*\(", source)

@@ -1,10 +1,16 @@
-// exectrack runs panel: plain ES module, no framework, no build step.
-//
-// Every URL is built relative to the mount root, which is the folder above this
-// script (static/panel.js), so the panel works at "/" and under a prefix ("/runs/").
-// Every stored string is rendered with textContent, never parsed as HTML.
+// exectrack runs panel: plain ES modules, no framework, no build step. This one holds
+// the page's state: filters and the URL, the run table, live updates, the summary
+// strip and the details view. api.js talks to the server (every URL relative to the
+// mount root, so the panel works at "/" and under a prefix); format.js builds
+// elements from text and formats times. Every stored string is rendered with
+// textContent, never parsed as HTML.
 
-const ROOT = new URL("../", import.meta.url);
+import { TOKEN, TOKEN_IN_URL, apiURL, getJSON } from "./api.js";
+import {
+  OPEN, STATUSES, compareKeys, elapsedMs, formatClock, formatLocal, formatMs, formatRate,
+  h, isoToUs, parseFilterTime, runKey, statusPill,
+} from "./format.js";
+
 const PAGE_SIZE = 50;
 const REPORT_WINDOW = "24h";
 const REPORT_MIN_INTERVAL_MS = 5000;
@@ -12,17 +18,6 @@ const POLL_INTERVAL_MS = 3000;
 const RETRY_MS = 5000;
 const FILTER_TEXT_KEYS = ["source", "session_id", "source_ref", "text", "since", "until"];
 
-// One label per status (colours live in panel.css as .st-<status>, from the same table
-// as the server's badges). Order is the lifecycle's.
-export const STATUSES = {
-  queued: "queued",
-  running: "running",
-  success: "success",
-  error: "error",
-  canceled: "canceled",
-  timeout: "timeout",
-};
-const OPEN = new Set(["queued", "running"]);
 const RANK = { queued: 0, running: 1 }; // anything else is terminal: rank 2
 
 // The fields of a run in the order the details view lists them (others follow).
@@ -71,159 +66,6 @@ const state = {
 
 function emptyFilters() {
   return { source: "", status: [], session_id: "", source_ref: "", text: "", since: "", until: "" };
-}
-
-/** Build an element; string children become text nodes (never HTML). */
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (typeof value === "function") node.addEventListener(key.replace(/^on/, ""), value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-// A token-protected server is opened once with ?token=...: the token moves to this
-// tab's session storage and out of the address bar, so a link copied from the page
-// (a deep link for a bug report) never carries it. API calls send it as a Bearer
-// header; the event stream, which cannot send headers, as ?token=.
-const TOKEN_KEY = "exectrack-token";
-const TOKEN = (() => {
-  const given = new URLSearchParams(location.search).get("token");
-  try {
-    if (given) sessionStorage.setItem(TOKEN_KEY, given);
-    return given || sessionStorage.getItem(TOKEN_KEY);
-  } catch {
-    return given; // storage refused: keep it in the URL instead
-  }
-})();
-const TOKEN_IN_URL = (() => {
-  try {
-    return TOKEN !== null && sessionStorage.getItem(TOKEN_KEY) !== TOKEN;
-  } catch {
-    return TOKEN !== null;
-  }
-})();
-
-function apiURL(path, params = [], { withToken = false } = {}) {
-  const url = new URL(path, ROOT);
-  for (const [key, value] of params) url.searchParams.append(key, value);
-  if (withToken && TOKEN) url.searchParams.set("token", TOKEN);
-  return url;
-}
-
-class ApiError extends Error {
-  constructor(message, parameter, status = 0) {
-    super(message);
-    this.parameter = parameter;
-    this.status = status; // 0: the server could not be reached
-  }
-
-  /** Worth trying again later (the server is away or failing), unlike a bad filter. */
-  get transient() {
-    return this.status === 0 || this.status >= 500;
-  }
-}
-
-async function getJSON(path, params = []) {
-  let response;
-  try {
-    const headers = { Accept: "application/json" };
-    if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
-    response = await fetch(apiURL(path, params), { headers });
-  } catch (err) {
-    throw new ApiError(`cannot reach the server (${err.message})`, null);
-  }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    body = null;
-  }
-  if (!response.ok) {
-    const error = body && body.error;
-    const message = error && error.message ? error.message : `HTTP ${response.status}`;
-    throw new ApiError(message, error ? error.parameter : null, response.status);
-  }
-  return body;
-}
-
-/** Microseconds since the epoch from the API's ISO time (exact; Date keeps only ms). */
-function isoToUs(iso) {
-  if (!iso) return null;
-  const match = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(iso);
-  if (!match) {
-    const ms = Date.parse(iso);
-    return Number.isNaN(ms) ? null : ms * 1000;
-  }
-  const ms = Date.parse(match[1] + match[3]);
-  const frac = (match[2] || "").padEnd(6, "0").slice(0, 6);
-  return ms * 1000 + Number(frac);
-}
-
-function runKey(run) {
-  return [isoToUs(run.started_at), run.id];
-}
-
-/** Newest first: > 0 when a comes before b. */
-function compareKeys(a, b) {
-  if (a[0] !== b[0]) return a[0] > b[0] ? 1 : -1;
-  if (a[1] === b[1]) return 0;
-  return a[1] > b[1] ? 1 : -1;
-}
-
-function pad(n, width = 2) {
-  return String(n).padStart(width, "0");
-}
-
-function formatLocal(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return iso;
-  return (
-    `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
-  );
-}
-
-function formatClock(date) {
-  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
-}
-
-function formatMs(ms) {
-  if (ms === null || ms === undefined || Number.isNaN(ms)) return "";
-  if (ms < 10) return `${ms.toFixed(ms < 1 ? 2 : 1)} ms`;
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(1)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} m ${pad(Math.floor(s % 60))} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${pad(Math.floor((s % 3600) / 60))} m`;
-  return `${Math.floor(s / 86400)} d ${pad(Math.floor((s % 86400) / 3600))} h`;
-}
-
-function formatRate(rate) {
-  if (rate === null || rate === undefined) return "—";
-  return `${(rate * 100).toFixed(rate === 0 || rate === 1 ? 0 : 1)} %`;
-}
-
-function elapsedMs(run) {
-  const started = isoToUs(run.started_at);
-  return started === null ? null : Math.max(0, Date.now() - started / 1000);
-}
-
-function statusPill(status) {
-  const known = Object.hasOwn(STATUSES, status);
-  return h("span", {
-    class: `status st-${known ? status : "unknown"}`,
-    text: known ? STATUSES[status] : String(status),
-  });
 }
 
 // -- filters and the URL ----------------------------------------------------------
@@ -282,19 +124,6 @@ function readForm() {
   for (const key of FILTER_TEXT_KEYS) filters[key] = form.elements[key].value.trim();
   filters.status = [...form.querySelectorAll("input[name=status]:checked")].map((b) => b.value);
   return filters;
-}
-
-/** A filter time (ISO, naive = UTC, or an age like 24h) in ms since the epoch. */
-function parseFilterTime(text, now) {
-  const age = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/.exec(text.trim().toLowerCase());
-  if (age) {
-    const unit = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[age[2]];
-    return now - Number(age[1]) * unit * 1000;
-  }
-  let iso = text.trim();
-  if (/[T ]\d\d:\d\d/.test(iso) && !/(Z|z|[+-]\d\d:?\d\d)$/.test(iso)) iso += "Z";
-  const ms = Date.parse(iso.replace(" ", "T"));
-  return Number.isNaN(ms) ? null : ms;
 }
 
 /** Whether a run matches the current filters, as the server's query layer decides. */
