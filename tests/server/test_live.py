@@ -224,3 +224,24 @@ def test_head_on_the_stream_ends_at_the_headers(store: SqlStore) -> None:
         assert r.headers["content-type"].startswith("text/event-stream")
         wait_until(lambda: app.state.exectrack.streams == 0, 5, "the stream ended")
         assert client.get("/api/runs").status_code == 200
+
+
+def test_the_stream_outlives_a_store_outage(store: SqlStore) -> None:
+    """The store fails for a while: the client stays connected, and the run written
+    meanwhile arrives once the store answers again."""
+    from exectrack.testing import FailingStore
+
+    failing = FailingStore(store, fail=set())
+    app = create_app(failing, live_interval=0.05)
+    with (
+        uvicorn_thread(app) as server,
+        httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client,
+    ):
+        head = client.get("/api/runs").json()["changes_cursor"]
+        with client.stream("GET", f"/api/runs/changes/stream?after={head}") as response:
+            failing.fail = {"changes"}
+            wait_until(lambda: app.state.exectrack.store_errors >= 3, 10, "polls that failed")
+            add_run(store, "meanwhile")
+            failing.fail = set()
+            event = next(e for e in events(response) if "data" in e)
+        assert [r["id"] for r in json.loads(event["data"])["runs"]] == ["meanwhile"]

@@ -5,6 +5,7 @@ and sends what changed, so a client updates rows instead of re-listing."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from exectrack import query
+from exectrack import ExectrackError, query
 
 from . import _models as m
 from ._api import _ERRORS
@@ -23,6 +24,8 @@ from ._params import MAX_LIMIT
 from ._state import ServerState
 
 __all__ = ["live_router"]
+
+log = logging.getLogger(__name__)
 
 _AFTER = "a cursor: the changes_cursor of a runs page or the cursor of a change page"
 After = Annotated[str | None, Query(max_length=512, description=_AFTER)]
@@ -62,7 +65,8 @@ def live_router(state: ServerState) -> APIRouter:
         """The change feed as Server-Sent Events: ``event: runs`` with ``id:`` the
         cursor and ``data:`` a change page, whenever something changed; a
         ``: keepalive`` comment every 15 s. A reconnecting EventSource's
-        ``Last-Event-ID`` wins over ``after``."""
+        ``Last-Event-ID`` wins over ``after``. While the store fails, the stream
+        stays open and polls again (an EventSource gives up on a failed reconnect)."""
         start = last_event_id or after
         name = "Last-Event-ID" if last_event_id else "after"
         with parameter(name):  # a bad cursor is a 400 now, not a broken stream later
@@ -81,6 +85,7 @@ async def _events(
     state: ServerState, read: Any, first: query.Changes
 ) -> AsyncIterator[ServerSentEvent]:
     state.streams += 1
+    failing = False  # log an outage once, not once per poll
     try:
         changes = first
         while True:
@@ -95,6 +100,15 @@ async def _events(
                 await anyio.sleep(state.live_interval)
                 if state.stopping.is_set():  # the app's lifespan ended
                     return
-            changes = await run_in_threadpool(read, changes.cursor, MAX_LIMIT)
+            try:
+                changes = await run_in_threadpool(read, changes.cursor, MAX_LIMIT)
+            except ExectrackError as exc:  # the store is down: keep the client, try again
+                state.store_errors += 1
+                if not failing:
+                    log.warning("exectrack server: the change stream cannot read: %s", exc)
+                failing = True
+                changes = query.Changes([], changes.cursor)
+            else:
+                failing = False
     finally:
         state.streams -= 1

@@ -8,6 +8,8 @@ racing finishers, the reaper and normal completion can never disagree.
 from __future__ import annotations
 
 import abc
+import contextlib
+import logging
 import os
 import threading
 import weakref
@@ -41,6 +43,8 @@ from exectrack.stores._liveness import LivenessOps
 from exectrack.stores._sqlagg import AggregateOps
 
 __all__ = ["Cursor", "Migration", "SqlDialect", "SqlStore", "json_loads_object"]
+
+_log = logging.getLogger("exectrack.stores")
 
 
 class SqlStore(AggregateOps, LivenessOps, abc.ABC):
@@ -276,7 +280,42 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         self._ensure_ready()
         with self._write_one() as cur:
             cur.execute(self._insert_sql, self._insert_params(run))
-            return bool(cur.rowcount == 1)
+            created = cur.rowcount == 1
+        self._wrote(int(created))
+        return created
+
+    # -- planner statistics ---------------------------------------------------------
+
+    # Rows this store object creates before it first refreshes the planner's
+    # statistics, then between refreshes. Without statistics both engines pick plans
+    # for the panel's reads that are 3-300x slower at a million runs (bench/query_speed.py),
+    # and nothing else keeps them: SQLite never analyzes by itself, and PostgreSQL
+    # only when autovacuum is on.
+    stats_first = 10_000
+    stats_every = 50_000
+    _written = 0
+    _stats_next: int | None = None
+    _stats_failed = False
+
+    def _wrote(self, created: int) -> None:
+        """Count created runs; refresh statistics when the next threshold is crossed."""
+        if not created:
+            return
+        self._written += created
+        due = self.stats_first if self._stats_next is None else self._stats_next
+        if self._written < due:
+            return
+        self._stats_next = self._written + self.stats_every
+        try:
+            self._refresh_statistics()
+        except Exception as exc:  # the runs are committed: a failed ANALYZE is no failed write
+            if not self._stats_failed:
+                self._stats_failed = True
+                _log.warning("exectrack: could not refresh planner statistics: %s", exc)
+
+    @abc.abstractmethod
+    def _refresh_statistics(self) -> None:
+        """Analyze the runs table (each engine says how cheaply)."""
 
     def start(self, run_id: str, at: int) -> FinishResult:
         self._ensure_ready()
@@ -317,12 +356,15 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
             return ApplyResult()
         self._ensure_ready()
         plan = fold(commands)
+        result = None
         if plan is not None:
-            try:
-                return self._apply_folded(plan)
-            except ConflictError:
-                pass  # rolled back: a created id already exists
-        return self._apply_each(commands)
+            # ConflictError: rolled back, a created id already exists
+            with contextlib.suppress(ConflictError):
+                result = self._apply_folded(plan)
+        if result is None:
+            result = self._apply_each(commands)
+        self._wrote(result.created)
+        return result
 
     def _apply_folded(self, plan: Plan) -> ApplyResult:
         rows, updates = plan.rows, plan.updates

@@ -465,6 +465,12 @@ class PostgresStore(SqlStore):
                 return FinishResult(True, cmd.status)
         return result
 
+    def _refresh_statistics(self) -> None:
+        """ANALYZE samples a fixed number of rows, whatever the table's size; done
+        here too because autovacuum may be off."""
+        with self._write_one() as cur:
+            cur.execute("ANALYZE runs")
+
     def _lock_schema(self, cur: Cursor) -> None:
         """Take the migration lock (released at commit), then make sure the schema
         exists (checked first: CREATE SCHEMA needs a privilege reuse does not)."""
