@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from exectrack import ExecutionTracker
@@ -227,12 +228,22 @@ def protected(module_tracker: ExecutionTracker) -> Iterator[Served]:
     yield from serve(module_tracker, token="s3cret-token")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="API: with a token set, static/ (panel.js, panel.css) answers 401 to the page's "
+    "own <script>/<link> requests, which cannot carry the token, so the panel cannot "
+    "load; the contract asks for static/ without the token. Remove this mark once it does.",
+)
 def test_with_a_token_the_panel_loads_follows_live_and_keeps_the_token_out_of_links(
     page: Page, protected: Served, session: str
 ) -> None:
     """Opened once as ?token=..., the panel loads its files and runs, follows the live
     feed, drops the token from the address bar (deep links never carry it) and still
     works after a reload of that address."""
+    for name in ("panel.js", "api.js", "format.js", "panel.css"):
+        # what the page loads before it can know the token
+        assert httpx.get(f"{protected.url}static/{name}").status_code == 200, name
+    assert httpx.get(f"{protected.url}api/runs").status_code == 401
     tracker = protected.tracker
     run = tracker.start("chat", session_id=session)
     tracker.flush()
