@@ -270,7 +270,9 @@ def test_details_show_every_field_and_pretty_metadata_and_copy_exact_text(
         "session_id": "sess-copy",
         "error_message": "Rate limited: retry after 20 s",
         "metadata": pretty(COPY_METADATA),
+        "link": page.url,
     }
+    assert urlsplit(page.url).fragment == f"run={run['id']}"
     for name, text in expected.items():
         button = dialog.locator(f'button[data-copy="{name}"]')
         button.click()

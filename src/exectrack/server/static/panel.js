@@ -34,7 +34,7 @@ const FIELD_LABELS = {
   first_item_ms: "Time to first item", error_code: "Error code",
   error_message: "Error message", retryable: "Retryable", owner: "Owner",
   heartbeat_at: "Heartbeat", lease_until: "Lease until", deadline_at: "Deadline",
-  updated_at: "Updated", metadata: "Metadata",
+  updated_at: "Updated", metadata: "Metadata", link: "Link to this run",
 };
 const COPYABLE = new Set(["id", "session_id", "error_message"]);
 const TIME_FIELDS = new Set([
@@ -563,6 +563,8 @@ async function openDetails(id, fromRow) {
 
 function renderDetailsRun(run) {
   state.detailsRun = run;
+  // the page's address names the filters and this run (never the token)
+  $("#details-link").replaceChildren(copyButton("link", () => location.href, "Copy link"));
   $("#details-title").replaceChildren(
     document.createTextNode(`${run.source} run `), statusPill(run.status));
   const rows = [];
@@ -623,20 +625,21 @@ function detailRow(key, run) {
   return h("div", { class: "field-row" }, h("dt", { text: label }), dd);
 }
 
-function copyButton(name, text) {
+/** A button that copies ``text`` (or what ``text()`` gives at the click) and says so. */
+function copyButton(name, text, caption = "Copy") {
   const label = `Copy ${FIELD_LABELS[name] ? FIELD_LABELS[name].toLowerCase() : name}`;
   const button = h("button", {
-    type: "button", class: "copy secondary", "data-copy": name, "aria-label": label, text: "Copy",
+    type: "button", class: "copy secondary", "data-copy": name, "aria-label": label, text: caption,
   });
   let timer = null;
   button.addEventListener("click", async () => {
-    const ok = await copyText(text);
+    const ok = await copyText(typeof text === "function" ? text() : text);
     button.textContent = ok ? "Copied" : "Copy failed";
     button.classList.toggle("copied", ok);
     $("#copy-status").textContent = ok ? `${label}: copied` : `${label}: failed`;
     clearTimeout(timer);
     timer = setTimeout(() => {
-      button.textContent = "Copy";
+      button.textContent = caption;
       button.classList.remove("copied");
     }, 2000);
   });
