@@ -170,12 +170,20 @@ def test_summary_strip_shows_each_sources_report(page: Page, served: Served) -> 
         card = page.locator(f'#summary .card[data-source="{source["source"]}"]')
         assert card.locator('[data-stat="started"] dd').inner_text() == str(source["started"])
         assert card.locator('[data-stat="open"] dd').inner_text() == str(source["open"])
-        hang = card.locator('[data-stat="hang-rate"] dd').inner_text()
-        assert hang == ("—" if source["hang_rate"] is None else hang)
         finished = sum(n for s, n in source["by_status"].items() if s not in ("queued", "running"))
-        rate = source["by_status"]["success"] / finished
-        shown = card.locator('[data-stat="success-rate"] dd').inner_text()
-        assert abs(float(shown.rstrip(" %")) - rate * 100) < 0.051
+        rates = {
+            "success-rate": source["by_status"]["success"] / finished,
+            "hang-rate": source["hang_rate"],
+        }
+        for stat, rate in rates.items():
+            shown = card.locator(f'[data-stat="{stat}"] dd').inner_text()
+            assert shown.endswith(" %") and rate is not None, (stat, shown, rate)
+            assert abs(float(shown.removesuffix(" %")) - rate * 100) < 0.051, (stat, shown)
+        oldest = card.locator('[data-stat="oldest-open"] dd').inner_text()
+        if source["oldest_open_age_s"] is None:
+            assert oldest == "—"
+        else:
+            assert re.fullmatch(r"[\d.]+ (ms|s)|\d+ m \d\d s", oldest), oldest
     assert page.locator("#summary .card").count() == len(report["sources"])
 
 
