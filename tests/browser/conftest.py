@@ -172,8 +172,11 @@ def module_tracker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executi
 # -- the browser ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium per test module. Not per session: while Playwright's sync API is
+    started, its asyncio loop counts as running in the main thread, so a later test's
+    asyncio.run() (in the same pytest worker) would fail."""
     need_browser()
     from playwright.sync_api import sync_playwright
 
