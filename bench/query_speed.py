@@ -129,6 +129,10 @@ def cases(store: Store, now: datetime) -> dict[str, Callable[[], Any]]:
         "latest: 200 badges": lambda: [
             query.latest_run(store, f(source=s, source_ref=r)) for s, r in refs
         ],
+        "latest: 200 badges, one query": lambda: query.latest_runs(
+            store, [f(source=s, source_ref=r) for s, r in refs]
+        ),
+        "source_stats 24h (api/stats)": lambda: query.source_stats(store, f(since="24h", now=now)),
         "run_stats 24h": lambda: query.run_stats(store, f(since="24h", now=now)),
         "run_stats 30d": lambda: query.run_stats(store, f(since="30d", now=now)),
         "report 24h": lambda: query.report(store, since="24h", now=now),

@@ -174,9 +174,9 @@ def module_tracker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executi
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One Chromium per test module. Not per session: while Playwright's sync API is
-    started, its asyncio loop counts as running in the main thread, so a later test's
-    asyncio.run() (in the same pytest worker) would fail."""
+    """One Chromium per test module, never per session: Playwright's sync API keeps an
+    asyncio loop running in this thread while it is open, and any other test the same
+    worker runs meanwhile (xdist mixes modules) would find asyncio.run() refused."""
     need_browser()
     from playwright.sync_api import sync_playwright
 

@@ -228,12 +228,6 @@ def protected(module_tracker: ExecutionTracker) -> Iterator[Served]:
     yield from serve(module_tracker, token="s3cret-token")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API: with a token set, static/ (panel.js, panel.css) answers 401 to the page's "
-    "own <script>/<link> requests, which cannot carry the token, so the panel cannot "
-    "load; the contract asks for static/ without the token. Remove this mark once it does.",
-)
 def test_with_a_token_the_panel_loads_follows_live_and_keeps_the_token_out_of_links(
     page: Page, protected: Served, session: str
 ) -> None:

@@ -109,3 +109,19 @@ def test_source_stats_can_skip_the_percentiles(store: SqlStore) -> None:
         full.buckets,
         full.duration_count,
     )
+
+
+def test_run_counts_cover_the_last_24_hours_open_runs_every_age(
+    store: SqlStore, client_for: Client
+) -> None:
+    """A scrape counts the runs started in the last 24 h (its cost follows the window,
+    not the database), while an open run from two days ago still counts as open."""
+    add_run(store, "recent", "skill", duration_ms=5.0)
+    add_run(store, "old", "skill", duration_ms=5.0, started=ago(hours=48))
+    add_run(store, "old-open", "chat", status=RunStatus.RUNNING, started=ago(hours=48))
+    got = samples(client_for(create_app(store)).get("/metrics").text)
+    assert got[("exectrack_runs", (("source", "skill"), ("status", "success")))] == 1
+    assert got[("exectrack_run_duration_seconds_count", (("source", "skill"),))] == 1
+    assert ("exectrack_runs", (("source", "chat"), ("status", "running"))) not in got
+    assert got[("exectrack_open_runs", (("source", "chat"),))] == 1
+    assert got[("exectrack_oldest_open_run_age_seconds", (("source", "chat"),))] > 47 * 3600

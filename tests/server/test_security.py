@@ -8,6 +8,8 @@ from collections.abc import Callable
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from exectrack.server import create_app
 from exectrack.server._security import CSP
@@ -17,7 +19,21 @@ from .conftest import add_run
 
 Client = Callable[..., TestClient]
 TOKEN = "s3cret-t0ken"
-URLS = ["/api/runs", "/api/runs/latest", "/api/stats", "/metrics", "/", "/openapi.json"]
+URLS = [
+    "/api/runs",
+    "/api/runs/r1",
+    "/api/runs/latest",
+    "/api/runs/changes",
+    "/api/stats",
+    "/api/report",
+    "/api/badges?scope=chat",
+    "/badge/chat.svg",
+    "/badge/chat.json",
+    "/metrics",
+    "/openapi.json",
+]
+# Only refused: with the token, the stream would stream on.
+REFUSED = [*URLS, "/api/runs/changes/stream", "/static/../api/runs", "/staticx"]
 
 
 @pytest.fixture
@@ -26,7 +42,7 @@ def guarded(store: SqlStore, client_for: Client) -> TestClient:
     return client_for(create_app(store, token=TOKEN))
 
 
-@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("url", REFUSED)
 def test_without_the_token_every_request_is_a_401(guarded: TestClient, url: str) -> None:
     r = guarded.get(url)
     assert r.status_code == 401
@@ -189,3 +205,20 @@ def test_the_schema_says_how_to_send_the_token(guarded: TestClient) -> None:
     schema = guarded.get(f"/openapi.json?token={TOKEN}").json()
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert {"token": []} in schema["security"]
+
+
+def test_the_panel_page_and_static_files_need_no_token(store: SqlStore, client_for: Client) -> None:
+    """A browser loads the page's scripts and styles by <script>/<link>, which carry
+    no token; they hold code, never run data, so they are served without one (alone
+    and mounted). Everything with run data still needs it."""
+    add_run(store, "r1")
+    alone = client_for(create_app(store, token=TOKEN))
+    assert alone.get("/").status_code == 200
+    assert alone.get("/static/badge.js").status_code == 200
+    assert "r1" not in alone.get("/").text
+    outer = Starlette(routes=[Mount("/runs", app=create_app(store, token=TOKEN))])
+    mounted = client_for(outer)
+    assert mounted.get("/runs/").status_code == 200
+    assert mounted.get("/runs/static/badge.js").status_code == 200
+    assert mounted.get("/runs/api/runs").status_code == 401
+    assert mounted.get("/runs/static/../api/runs").status_code in (401, 404)

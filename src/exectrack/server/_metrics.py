@@ -2,8 +2,10 @@
 own (two apps in one process never share or clash), read from the store at scrape
 time through the query layer.
 
-- ``exectrack_runs{source,status}``: runs in the database;
-- ``exectrack_run_duration_seconds{source}``: durations of finished runs (histogram);
+- ``exectrack_runs{source,status}``: runs started in the last 24 hours;
+- ``exectrack_run_duration_seconds{source}``: durations of the finished runs among
+  them (histogram). A window, not every run ever stored: a scrape costs what the
+  window holds, not what the database holds (a count of a million runs took seconds);
 - ``exectrack_open_runs{source}``, ``exectrack_open_runs_past_lease{source}``,
   ``exectrack_oldest_open_run_age_seconds{source}``;
 - ``exectrack_hang_rate{source}``: over the runs started in the last 24 hours;
@@ -72,18 +74,20 @@ class _RunsCollector(Collector):
         reader = self.state.reader
         reader.sync()
         store = reader.store
+        now = reader.now()
         runs = GaugeMetricFamily(
             "exectrack_runs",
-            "Runs in the database by source and status",
+            "Runs started in the last 24 h by source and status",
             labels=["source", "status"],
         )
         durations = HistogramMetricFamily(
             "exectrack_run_duration_seconds",
-            "Durations of the finished runs in the database",
+            "Durations of the finished runs started in the last 24 h",
             labels=["source"],
         )
         opened = GaugeMetricFamily("exectrack_open_runs", "Runs still open", labels=["source"])
-        for s in query.source_stats(store, bounds=BOUNDS_MS, percentiles=False):
+        window = query.make_filter(since=now - HANG_WINDOW)
+        for s in query.source_stats(store, window, bounds=BOUNDS_MS, percentiles=False):
             for status, n in s.by_status.items():
                 runs.add_metric([s.source, status], n)
             buckets = [
@@ -91,11 +95,8 @@ class _RunsCollector(Collector):
             ]
             buckets.append(("+Inf", float(s.duration_count)))
             durations.add_metric([s.source], buckets, s.duration_sum_ms / 1000)
-            opened.add_metric([s.source], s.open)
         yield runs
         yield durations
-        yield opened
-        now = reader.now()
         hang = GaugeMetricFamily(
             "exectrack_hang_rate",
             "(abandoned + open past lease) / started, runs started in the last 24 h",
@@ -108,11 +109,13 @@ class _RunsCollector(Collector):
             "exectrack_oldest_open_run_age_seconds", "Age of the oldest open run", labels=["source"]
         )
         for r in query.report(store, since=now - HANG_WINDOW, now=now).sources:
+            opened.add_metric([r.source], r.open)  # every open run, however old
             if r.hang_rate is not None:
                 hang.add_metric([r.source], r.hang_rate)
             past.add_metric([r.source], r.open_past_lease)
             if r.oldest_open_age_s is not None:
                 oldest.add_metric([r.source], r.oldest_open_age_s)
+        yield opened
         yield hang
         yield past
         yield oldest

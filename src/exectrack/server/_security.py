@@ -36,6 +36,17 @@ _ALLOW = b"GET, HEAD, OPTIONS"
 _NEEDS_TOKEN = "a valid token is required: Authorization: Bearer <token> or ?token=<token>"
 
 
+def _public(scope: Scope) -> bool:
+    """The panel's page and static files hold code, never run data: a browser loads
+    them by <script>/<link>, which carry no token (the page then sends its token with
+    every request for data)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path in ("", "/") or (path.startswith("/static/") and ".." not in path)
+
+
 def _token_of(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
@@ -74,7 +85,7 @@ class SecurityMiddleware:
                 message["headers"] = headers + _HEADERS
             await send(message)
 
-        if self.token is not None:
+        if self.token is not None and not _public(scope):
             given = _token_of(scope)
             if given is None or not hmac.compare_digest(given.encode(), self.token):
                 await _json(
