@@ -465,16 +465,21 @@ def test_listeners_get_each_execution_and_a_failing_listener_breaks_nothing(
     scheduler.add_job(jobs.ok, "interval", seconds=0.02, id="listened")
     with caplog.at_level(logging.ERROR, "exectrack.integrations.apscheduler"):
         scheduler.start()
-        wait_until(lambda: len(got) >= 2, "two executions")
+        # On a loaded machine a due time of this 20 ms job may be skipped (overlap):
+        # that is an execution too, so wait for two that ran.
+        ran = lambda: [e for e in got if e.status is RunStatus.SUCCESS]  # noqa: E731
+        wait_until(lambda: len(ran()) >= 2, "two executions that ran")
         scheduler.shutdown(wait=True)
-    first = got[0]
+    first = ran()[0]
     assert (first.job_id, first.status, first.attempts, first.result) == (
         "listened",
         RunStatus.SUCCESS,
         1,
         "done",
     )
-    assert first.run_id == runs_of(tracker, "listened")[0].id
+    stored = {r.id: r.status for r in runs_of(tracker, "listened")}
+    assert stored[first.run_id] is RunStatus.SUCCESS
+    assert len(stored) == len(got)  # one execution per run
     assert sum("listener failed" in r.message for r in caplog.records) == 1
 
 
