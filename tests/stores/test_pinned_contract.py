@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exectrack._model import RunStatus
-from exectrack.stores import FinishRun, NewRun
+from exectrack.stores import FinishRun, MarkRunning, NewRun
 from exectrack.stores.sqlite import SQLiteStore
 
 from .conftest import Target
@@ -80,3 +80,27 @@ def test_reap_preview_lists_each_run_once(target: Target) -> None:
     assert sorted((r.run_id, r.reason) for r in done) == sorted(
         (r.run_id, r.reason) for r in preview
     )
+
+
+def test_a_run_created_started_and_finished_in_one_batch_is_one_row_write() -> None:
+    """A start and a finish whose run is created earlier in the same batch are folded
+    into its INSERT: each run of the batch costs SQLite one row change, not three."""
+    store = SQLiteStore(":memory:")
+    store._ensure_ready()
+    conn = store._conn()
+    before = conn.total_changes
+    result = store.apply(
+        [
+            NewRun("a", "skill", T0, RunStatus.QUEUED),
+            MarkRunning("a", T0 + S),
+            FinishRun("a", RunStatus.SUCCESS, T0 + 3 * S),
+            NewRun("b", "chat", T0),
+            FinishRun("b", RunStatus.ERROR, T0 + S, error_code="boom"),
+        ]
+    )
+    assert conn.total_changes - before == 2
+    assert (result.created, result.started, result.finished, result.not_applied) == (2, 1, 2, 0)
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and (a.status, a.duration_ms) == (RunStatus.SUCCESS, 3000.0)
+    assert b is not None and (b.status, b.error_code) == (RunStatus.ERROR, "boom")
+    store.close()
