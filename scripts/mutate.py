@@ -158,9 +158,41 @@ def show(work: Path, name: str) -> tuple[str, str]:
     return diff, " / ".join(added)
 
 
-def equivalent_reason(config: dict[str, Any], name: str, line: str) -> str | None:
+# SQL as the modules write it: keywords in capitals, columns of ``runs`` or of the
+# ``v`` rows qualified in lower case.
+_SQL_MARK = re.compile(
+    r"\b(?:SELECT|INSERT|UPDATE|DELETE|SET|FROM|WHERE|UNION|COALESCE|AND|OR|NULL)\b"
+    r"|\b(?:runs|v)\.[a-z_]+"
+)
+_SQL_LITERAL = re.compile(r"'[^']*'")
+
+
+def sql_case_only(diff: str) -> bool:
+    """Whether a mutant only changes the letter case of SQL text: every changed line is
+    SQL, the same text in another case, with its quoted SQL literals ('running', ...)
+    unchanged. SQL keywords and unquoted names are case-insensitive on every engine."""
+    removed = [
+        ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")
+    ]
+    added = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    if not removed or len(removed) != len(added):
+        return False
+    for old, new in zip(removed, added, strict=True):
+        if old == new or old.lower() != new.lower() or not _SQL_MARK.search(old):
+            return False
+        if _SQL_LITERAL.findall(old) != _SQL_LITERAL.findall(new):
+            return False
+    return True
+
+
+def equivalent_reason(config: dict[str, Any], name: str, line: str, diff: str = "") -> str | None:
     function = name.rsplit("__mutmut_", 1)[0]
+    module = name.rsplit(".x", 1)[0]
     for entry in config.get("equivalent", []):
+        if entry.get("rule") == "sql-case":
+            if module in entry.get("modules", []) and sql_case_only(diff):
+                return str(entry["reason"])
+            continue
         mutant = entry.get("mutant")
         if mutant is None:
             continue
@@ -199,7 +231,7 @@ def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bo
         if status in KILLED:
             continue
         diff, line = show(work, name)
-        reason = equivalent_reason(config, name, line)
+        reason = equivalent_reason(config, name, line, diff)
         report.survivors.append(Survivor(name, status, line, diff, reason))
     if handmade:
         mutants = [m for m in handmade_mutants.handmade_mutants(config) if m.module == module]

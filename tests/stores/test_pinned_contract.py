@@ -3,7 +3,11 @@ preview where several rules match one run."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,4 +107,42 @@ def test_a_run_created_started_and_finished_in_one_batch_is_one_row_write() -> N
     a, b = store.get("a"), store.get("b")
     assert a is not None and (a.status, a.duration_ms) == (RunStatus.SUCCESS, 3000.0)
     assert b is not None and (b.status, b.error_code) == (RunStatus.ERROR, "boom")
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_migrates_while_a_parent_thread_held_the_lock(tmp_path: Path) -> None:
+    """fork() while another thread of the parent is migrating (holds the store's
+    first-use lock): the child's first write gets a lock of its own, never waits."""
+    store = SQLiteStore(tmp_path / "runs.db")
+    held, release = threading.Event(), threading.Event()
+
+    def migrating() -> None:
+        with store._ready_lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=migrating)
+    thread.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 once the write went through
+        code = 1
+        try:
+            code = 0 if store.create(NewRun("child", "skill", T0)) else 2
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child waited on the lock its parent's thread held")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    run = store.get("child")
+    assert run is not None and run.status is RunStatus.RUNNING
     store.close()
