@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from exectrack import ExecutionTracker, RunStatus, TrackerStats
 from exectrack._model import now_us
-from exectrack.errors import ExectrackError, StoreUnavailableError
-from exectrack.stores import FinishRun, open_store
+from exectrack.errors import ExectrackError, StoreError, StoreUnavailableError
+from exectrack.stores import ApplyResult, Command, FinishRun, open_store
 from exectrack.testing import FailingStore, FakeClock
 
 T0 = datetime(2001, 1, 1, 12, 0, tzinfo=UTC)
@@ -246,3 +250,172 @@ def test_shutdown_skips_runs_held_by_the_parent_process(db_url: str) -> None:
     run = t.get_run(mine.id)
     assert run is not None and run.status is RunStatus.CANCELED
     t.close()
+
+
+class _Gated(FailingStore):
+    """A real store whose ``apply`` (and, with ``heartbeats``, ``heartbeat``) waits
+    until ``gate`` opens: a stuck database."""
+
+    def __init__(self, url: str, *, heartbeats: bool = False) -> None:
+        super().__init__(open_store(url), fail=set())
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.heartbeats = heartbeats
+
+    def apply(self, commands: Sequence[Command]) -> ApplyResult:
+        self.entered.set()
+        self.gate.wait(30)
+        return super().apply(commands)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> int:
+        if self.heartbeats:
+            self.entered.set()
+            self.gate.wait(30)
+        return int(super().heartbeat(*args, **kwargs))
+
+
+def test_shutdown_writes_queued_finishes_before_it_returns(db_url: str) -> None:
+    """shutdown() flushes the writer: the finishes it queued are committed when it
+    returns, even from a writer that would otherwise linger for a minute."""
+    t = ExecutionTracker(db_url, strict=True)
+    assert t._writer is not None
+    t._writer._linger = 60.0
+    h = t.start("skill")
+    assert t.shutdown(5) == 1
+    reader = open_store(db_url)
+    run = reader.get(h.id)
+    assert run is not None and (run.status, run.error_code) == (RunStatus.CANCELED, "shutdown")
+    reader.close()
+    t.close()
+
+
+def test_shutdown_gives_up_on_a_stuck_store_at_its_timeout(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store stuck in a write holds shutdown() no longer than its timeout (here
+    shorter than the 1.5 s after which a stalled batch ends the wait anyway), and what
+    could not be written is logged."""
+    store = _Gated(db_url)
+    t = ExecutionTracker(store, strict=False, lease=None)
+    t.start("skill")
+    assert store.entered.wait(10)  # the writer holds that create at the gate
+    t.start("skill")
+    began = time.monotonic()
+    with caplog.at_level("WARNING", logger="exectrack._writer"):
+        assert t.shutdown(0.3) == 2
+    waited = time.monotonic() - began
+    assert 0.3 <= waited < 0.9
+    assert "exectrack: exit flush timed out; 3 commands not written" in caplog.messages
+    store.gate.set()
+    t.close()
+    store.inner.close()
+
+
+def test_shutdown_stops_waiting_once_a_batch_stalled(db_url: str) -> None:
+    """With time to spare, shutdown() still stops waiting once one batch has been in
+    the store for 1.5 s: a stuck database cannot hold an exit for the whole timeout."""
+    store = _Gated(db_url)
+    t = ExecutionTracker(store, strict=False, lease=None)
+    t.start("skill")
+    assert store.entered.wait(10)
+    began = time.monotonic()
+    t.shutdown(4)
+    waited = time.monotonic() - began
+    assert 1.4 <= waited < 3.5
+    store.gate.set()
+    t.close()
+    store.inner.close()
+
+
+def test_shutdown_logs_nothing_when_everything_was_written(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shutdown whose flush drained the queue says nothing about unwritten commands."""
+    t = ExecutionTracker(db_url, strict=True)
+    t.start("skill")
+    with caplog.at_level("WARNING"):
+        assert t.shutdown(5) == 1
+    assert not [m for m in caplog.messages if "not written" in m]
+    t.close()
+
+
+def test_a_failure_during_shutdown_is_reported_as_shutdown(db_url: str) -> None:
+    """A strict tracker whose store fails at exit counts the failure under
+    ``shutdown`` (with the error it met) instead of raising it."""
+    store = FailingStore(open_store(db_url), fail=set())
+    t = ExecutionTracker(store, strict=True, durability="sync", lease=None)
+    t.start("skill")
+    store.fail = {"finish"}
+    assert t.shutdown(5) == 0
+    causes = t.stats().failures_by_cause
+    assert causes == {
+        "finish: StoreError: injected store failure": 1,
+        "shutdown: StoreError: injected store failure": 1,
+    }
+    store.fail = set()
+    t.close()
+    store.inner.close()
+
+
+def test_shutdown_waits_a_fifth_of_a_second_at_most_for_a_stuck_monitor(db_url: str) -> None:
+    """The liveness thread stuck in the store holds shutdown() 0.2 s at most, and no
+    time at all once the shutdown's own time is up."""
+    store = _Gated(db_url, heartbeats=True)
+    t = ExecutionTracker(store, strict=False, durability="sync", lease=1, heartbeat_interval=0.01)
+    t.start("skill")
+    assert store.entered.wait(10)  # the monitor's heartbeat waits at the gate
+    began = time.monotonic()
+    t.shutdown(0)
+    assert time.monotonic() - began < 0.15
+    began = time.monotonic()
+    t.shutdown(5)
+    waited = time.monotonic() - began
+    assert 0.2 <= waited < 0.9
+    store.gate.set()
+    t.close()
+    store.inner.close()
+
+
+def test_flush_and_close_give_up_on_a_stuck_store_at_their_timeout(db_url: str) -> None:
+    """flush(timeout) and close(timeout) return False after their timeout while the
+    store is stuck in a write; nothing waits for it longer."""
+    store = _Gated(db_url)
+    t = ExecutionTracker(store, strict=False, lease=None)
+    t.start("skill")
+    assert store.entered.wait(10)
+    began = time.monotonic()
+    assert t.flush(0.2) is False
+    assert t.close(0.2) is False
+    waited = time.monotonic() - began
+    assert 0.4 <= waited < 1.2
+    store.gate.set()
+    store.inner.close()
+
+
+def test_close_waits_at_most_its_timeout_for_a_stuck_monitor(db_url: str) -> None:
+    """close(timeout) does not wait past its timeout for a liveness thread stuck in
+    the store."""
+    store = _Gated(db_url, heartbeats=True)
+    t = ExecutionTracker(store, strict=False, durability="sync", lease=1, heartbeat_interval=0.01)
+    t.start("skill")
+    assert store.entered.wait(10)
+    began = time.monotonic()
+    assert t.close(0.2) is True  # nothing was left to write
+    assert 0.2 <= time.monotonic() - began < 1.0
+    store.gate.set()
+    store.inner.close()
+
+
+def test_a_store_that_fails_to_close_is_reported_not_raised(db_url: str) -> None:
+    """close() of a store the tracker opened never raises: the failure is counted
+    under ``close``."""
+    t = ExecutionTracker(db_url, strict=False, durability="sync")
+    inner_close = t.store.close
+
+    def failing_close() -> None:
+        inner_close()
+        raise StoreError("the file system went away")
+
+    t.store.close = failing_close  # type: ignore[method-assign]
+    assert t.close() is True
+    assert t.stats().failures_by_cause == {"close: StoreError: the file system went away": 1}
