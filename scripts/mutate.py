@@ -82,12 +82,14 @@ def slug(module: str) -> str:
     return module.removeprefix("src/").removesuffix(".py").replace("/", ".")
 
 
-def mutmut_settings(module: str, tests: list[str]) -> dict[str, Any]:
+def mutmut_settings(module: str, tests: list[str], *, debug: bool = False) -> dict[str, Any]:
     """pyproject's [tool.mutmut], narrowed to ``module`` and its tests."""
     with (ROOT / "pyproject.toml").open("rb") as f:
         base = dict(tomllib.load(f).get("tool", {}).get("mutmut", {}))
     base["only_mutate"] = [module]
     base["pytest_add_cli_args_test_selection"] = [t for t in tests if (ROOT / t).exists()]
+    if debug:
+        base["debug"] = True
     return base
 
 
@@ -103,7 +105,7 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def prepare(module: str, tests: list[str], *, fresh: bool) -> Path:
+def prepare(module: str, tests: list[str], *, fresh: bool, debug: bool = False) -> Path:
     """The module's work folder, with a pyproject.toml for this module."""
     work = WORK / slug(module)
     if fresh and work.exists():
@@ -114,7 +116,7 @@ def prepare(module: str, tests: list[str], *, fresh: bool) -> Path:
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(ROOT / name, work))
     text = _SECTION.sub("", (ROOT / "pyproject.toml").read_text(encoding="utf-8")).rstrip()
-    settings = mutmut_settings(module, tests)
+    settings = mutmut_settings(module, tests, debug=debug)
     lines = [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
     new = text + "\n\n[tool.mutmut]\n" + "\n".join(lines) + "\n"
     target = work / "pyproject.toml"
@@ -218,7 +220,8 @@ def killed_by_handmade(config: dict[str, Any], name: str, line: str) -> str | No
 def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bool) -> ModuleReport:
     start = time.monotonic()
     tests = list(config["modules"][module]["tests"])
-    work = prepare(module, tests, fresh=fresh)
+    debug = bool(config["modules"][module].get("debug", False))
+    work = prepare(module, tests, fresh=fresh, debug=debug)
     log = work / "mutmut.log"
     log.write_text("", encoding="utf-8")
     before = results(work, module)
