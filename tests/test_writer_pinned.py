@@ -379,3 +379,40 @@ def test_a_writer_woken_after_a_flush_lingers_again(store: Store) -> None:
     assert not waited and not new.taken
     assert w.close(5)
     assert new.taken and store.batches == [1, 1]
+
+
+def test_a_full_queue_takes_the_run_once_room_appears(store: Store) -> None:
+    """A new run that waits for room is queued (True) as soon as the writer takes
+    what was pending, within its put_wait."""
+    w = Writer(store, Reports(), queue_size=1, put_wait=10, linger=0)
+    held(store, w)
+    assert w.submit(NewRun("a", "skill", T0))
+    opener = threading.Timer(0.05, store.gate.set)  # the store answers while b waits
+    opener.start()
+    assert w.submit(NewRun("b", "skill", T0)) is True
+    opener.join()
+    assert w.close(5)
+    assert w.stats().dropped == 0 and w.stats().committed == 3
+
+
+def test_an_exit_with_the_store_down_says_so(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """At exit with the store down, the log says the store is unavailable and how
+    many commands were not written (after half a second, not the whole timeout)."""
+    store = Store(db_url)
+    store.fail = {"apply"}
+    store.error = StoreUnavailableError("down")
+    t = ExecutionTracker(store, strict=False, lease=None)
+    t.start("skill")
+    assert t._writer is not None
+    deadline = time.monotonic() + 10
+    while not t._writer.down:
+        assert time.monotonic() < deadline, "the writer never saw the store down"
+        time.sleep(0.001)
+    began = time.monotonic()
+    with caplog.at_level("WARNING", logger="exectrack._writer"):
+        assert t.shutdown(5) == 1
+    assert time.monotonic() - began < 2.5
+    assert "exectrack: the store is unavailable; 2 commands not written" in caplog.messages
+    store.fail = set()
+    t.close()
+    store.inner.close()
