@@ -416,3 +416,69 @@ def test_an_exit_with_the_store_down_says_so(db_url: str, caplog: pytest.LogCapt
     store.fail = set()
     t.close()
     store.inner.close()
+
+
+def test_a_store_that_goes_down_is_noted_once_and_resumed_with_a_warning(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that fails with StoreUnavailableError is noted once (not reported as
+    a failure) however often the batch is retried; when it answers again the batch
+    is written and a warning says writing resumed."""
+    notes, reports = Reports(), Reports()
+    w = Writer(store, reports, notes, linger=0)
+    store.fail = {"apply"}
+    store.error = StoreUnavailableError("down")
+    w.submit(NewRun("a", "skill", T0))
+    deadline = time.monotonic() + 10
+    while store.calls.get("apply", 0) < 3:  # retried at least twice
+        assert time.monotonic() < deadline, "the batch was not retried"
+        time.sleep(0.001)
+    assert w.down and w.stats().down
+    assert notes.seen == [("store unavailable", "StoreUnavailableError", "down")]
+    store.fail = set()
+    with caplog.at_level("WARNING", logger="exectrack._writer"):
+        assert w.flush(10)
+    assert not w.down
+    assert f"exectrack: the store {store.url} answers again; writing resumed" in caplog.messages
+    assert reports.seen == []
+    assert (w.stats().committed, w.stats().dropped) == (1, 0)
+    assert w.close(5)
+
+
+def test_close_while_the_store_is_down_drops_the_batch_quietly(store: Store) -> None:
+    """close() while the store is down gives up after half a second (False); the
+    thread then drops the batch it held, counted, without a failure report."""
+    reports = Reports()
+    w = Writer(store, reports, Reports(), linger=0)
+    store.fail = {"apply"}
+    store.error = StoreUnavailableError("down")
+    for i in range(3):
+        w.submit(NewRun(f"r{i}", "skill", T0))
+    deadline = time.monotonic() + 10
+    while not w.down:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    began = time.monotonic()
+    assert w.close(10) is False
+    assert 0.5 <= time.monotonic() - began < 2.0
+    thread = w._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+    assert (w.stats().dropped, w.stats().committed) == (3, 0)
+    assert reports.seen == []
+    store.fail = set()
+
+
+def test_counts_of_a_batch_with_commands_that_did_not_apply(store: Store) -> None:
+    """A batch counts every command it committed, those that did not apply (a
+    duplicate create, a second finish) apart, and one batch."""
+    w = Writer(store, Reports(), linger=60)
+    w.submit(NewRun("a", "skill", T0))
+    w.submit(NewRun("a", "skill", T0))
+    w.submit(FinishRun("a", RunStatus.SUCCESS, T0 + 1))
+    w.submit(FinishRun("a", RunStatus.ERROR, T0 + 2))
+    assert w.flush(5)
+    s = w.stats()
+    assert (s.committed, s.not_applied, s.batches, s.queued, s.dropped) == (4, 2, 1, 0, 0)
+    assert w.close(5)
