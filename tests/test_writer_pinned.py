@@ -482,3 +482,16 @@ def test_counts_of_a_batch_with_commands_that_did_not_apply(store: Store) -> Non
     s = w.stats()
     assert (s.committed, s.not_applied, s.batches, s.queued, s.dropped) == (4, 2, 1, 0, 0)
     assert w.close(5)
+
+
+def test_a_start_folds_only_into_a_queued_create(store: Store) -> None:
+    """A start given a create that waits but is already running (not queued) is not
+    folded: it is queued as its own command, for the store to judge."""
+    w = Writer(store, Reports(), linger=60)
+    new = NewRun("r", "skill", T0)  # created running
+    assert w.submit(new)
+    assert w.start(new, MarkRunning("r", T0 + 1)) is True
+    assert w.stats().queued == 2
+    assert w.flush(5)
+    assert (w.stats().committed, w.stats().not_applied) == (2, 1)
+    assert w.close(5)
