@@ -268,8 +268,17 @@ def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bo
 
 
 def changed_modules(config: dict[str, Any], ref: str) -> list[str]:
+    """Core modules changed on this branch since it left ``ref`` (committed or not),
+    not what ``ref`` gained meanwhile."""
+    base = subprocess.run(
+        ["git", "merge-base", ref, "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     out = subprocess.run(
-        ["git", "diff", "--name-only", ref, "--"],
+        ["git", "diff", "--name-only", base, "--"],
         cwd=ROOT,
         capture_output=True,
         text=True,
