@@ -334,3 +334,14 @@ def test_top_errors_ties_go_by_code_whatever_the_stores_order(db_url: str) -> No
     assert skill.top_errors == [("a_code", 1), ("b_code", 1), ("c_code", 1)]
     t.close()
     store.inner.close()
+
+
+def test_a_source_with_no_run_in_the_window_has_no_hang_rate(
+    t: ExecutionTracker, clock: FakeClock
+) -> None:
+    """A source listed only for a run started before the window (still open) started
+    nothing in it: its hang rate is unknown (None), not a division by zero."""
+    t.start("skill")
+    clock.advance(timedelta(hours=2))
+    [skill] = q.report(t.store, since="1h", now=clock.now()).sources
+    assert (skill.started, skill.open, skill.hang_rate) == (0, 1, None)
