@@ -510,3 +510,33 @@ def test_flush_without_a_timeout_waits_until_written(store: Store) -> None:
     opener.join()
     assert w.stats().committed == 2
     assert w.close(5)
+
+
+def _down_after(store: Store, seconds: float) -> threading.Timer:
+    """In ``seconds``: the store goes down and the batch held at its gate meets it."""
+
+    def go_down() -> None:
+        store.error = StoreUnavailableError("down")
+        store.fail = {"apply"}
+        store.gate.set()
+
+    timer = threading.Timer(seconds, go_down)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_flush_gives_up_half_a_second_after_the_store_went_down(
+    store: Store, timeout: float | None
+) -> None:
+    """A flush that was waiting on a store that then went down gives up (False) half a
+    second later, with or without a timeout of its own."""
+    w = Writer(store, Reports(), Reports(), linger=0)
+    held(store, w)
+    timer = _down_after(store, 0.1)
+    began = time.monotonic()
+    assert w.flush(timeout) is False
+    assert 0.6 <= time.monotonic() - began < 1.0
+    timer.join()
+    store.fail = set()
+    assert w.close(10)
