@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from exectrack import ExecutionTracker, RunStatus
-from exectrack._writer import Writer, _Marker, _writers
+from exectrack._writer import Writer, WriterStats, _Marker, _writers
 from exectrack.errors import StoreUnavailableError
 from exectrack.stores import ApplyResult, Command, FinishRun, MarkRunning, NewRun, open_store
 from exectrack.testing import FailingStore, FakeClock
@@ -540,3 +540,18 @@ def test_flush_gives_up_half_a_second_after_the_store_went_down(
     timer.join()
     store.fail = set()
     assert w.close(10)
+
+
+def test_a_new_writer_reports_empty_stats_and_max_batch_one_is_one(store: Store) -> None:
+    """A new writer's stats are all zero and not down; max_batch=1 writes one command
+    per batch."""
+    w = Writer(store, Reports(), max_batch=1, linger=0)
+    assert w.stats() == WriterStats(0, 0, 0, 0, 0, False)
+    assert w.stats().down is False
+    held(store, w)
+    for i in range(3):
+        w.submit(NewRun(f"r{i}", "skill", T0))
+    store.gate.set()
+    assert w.flush(5)
+    assert store.batches == [1, 1, 1, 1]
+    assert w.close(5)
