@@ -555,3 +555,38 @@ def test_a_new_writer_reports_empty_stats_and_max_batch_one_is_one(store: Store)
     assert w.flush(5)
     assert store.batches == [1, 1, 1, 1]
     assert w.close(5)
+
+
+def test_a_full_queue_after_a_written_batch_still_waits_and_drops(store: Store) -> None:
+    """After a batch was written (no batch in the store now), a new run that finds
+    the queue full waits its put_wait and is dropped, like any other."""
+    w = Writer(store, Reports(), queue_size=1, put_wait=0.2, linger=60)
+    w.submit(NewRun("first", "skill", T0))
+    assert w.flush(5)
+    deadline = time.monotonic() + 10
+    while not w._idle:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert w.submit(NewRun("a", "skill", T0))  # the writer lingers: the queue is full
+    began = time.monotonic()
+    assert w.submit(NewRun("b", "skill", T0)) is False
+    assert 0.2 <= time.monotonic() - began < 0.8
+    assert w.close(5)
+
+
+def test_retries_of_a_down_store_back_off(store: Store) -> None:
+    """While the store is down the batch is retried with a growing delay (5 ms,
+    doubling): a few attempts in half a second, not one every few milliseconds."""
+    w = Writer(store, Reports(), Reports(), linger=0)
+    store.fail = {"apply"}
+    store.error = StoreUnavailableError("down")
+    w.submit(NewRun("a", "skill", T0))
+    assert not threading.Event().wait(0.6)  # the store stays down this long
+    attempts = store.calls["apply"]
+    store.fail = set()
+    assert 3 <= attempts <= 12
+    deadline = time.monotonic() + 10
+    while w.down:  # the next retry (up to a second away) finds the store back
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert w.close(5)
