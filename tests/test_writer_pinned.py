@@ -590,3 +590,33 @@ def test_retries_of_a_down_store_back_off(store: Store) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     assert w.close(5)
+
+
+def test_a_full_queue_after_a_rejected_command_still_waits_and_drops(store: Store) -> None:
+    """After a batch the store rejected (its command dropped), a new run that finds the
+    queue full waits its put_wait and is dropped, like any other."""
+    w = Writer(store, Reports(), queue_size=1, put_wait=0.2, linger=60)
+    w.submit(FinishRun("x", RunStatus.RUNNING, T0))  # invalid: the store rejects it
+    assert w.flush(5)
+    assert w.stats().dropped == 1
+    deadline = time.monotonic() + 10
+    while not w._idle:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert w.submit(NewRun("a", "skill", T0))  # the writer lingers: the queue is full
+    began = time.monotonic()
+    assert w.submit(NewRun("b", "skill", T0)) is False
+    assert 0.2 <= time.monotonic() - began < 0.8
+    assert w.close(5)
+
+
+def test_not_applied_counts_add_up_over_batches(store: Store) -> None:
+    """Commands that did not apply are counted over every batch, not the last one."""
+    w = Writer(store, Reports(), linger=0)
+    w.submit(NewRun("a", "skill", T0))
+    w.submit(NewRun("a", "skill", T0))
+    assert w.flush(5)
+    w.submit(NewRun("a", "skill", T0))
+    assert w.flush(5)
+    assert (w.stats().not_applied, w.stats().committed) == (2, 3)
+    assert w.close(5)
