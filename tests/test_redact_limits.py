@@ -3,9 +3,16 @@ and what ``_truncated`` says about each cut."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from exectrack._redact import MIN_METADATA_LIMIT, TRUNCATED_TEXT, normalize_metadata
+from exectrack._redact import (
+    MIN_METADATA_LIMIT,
+    TRUNCATED_TEXT,
+    clean_text,
+    encode_metadata,
+    normalize_metadata,
+)
 
 CUT = TRUNCATED_TEXT  # "...[truncated]"
 
@@ -68,3 +75,35 @@ def test_nesting_is_cut_at_depth_32() -> None:
         levels += 1
         node = node[0]
     assert levels == 31
+
+
+def test_a_lone_surrogate_is_replaced_not_fatal() -> None:
+    """A string holding a lone surrogate (not encodable as UTF-8) is stored with the
+    replacement character in its place."""
+    assert encode_metadata({"a": "x\ud800y"}) == '{"a":"x\ufffdy"}'
+
+
+def test_an_oversized_object_shortens_long_strings_only() -> None:
+    """Metadata over its byte limit has each string longer than 256 characters cut
+    (inside lists too); a string of exactly 256 stays whole; the original size is
+    recorded."""
+    big = {"l": ["s" * 256, "t" * 300], "pad": "p" * 5000}
+    got = json.loads(encode_metadata(big, limit=2048))
+    keep = 256
+    assert got == {
+        "l": ["s" * 256, "t" * keep + CUT],
+        "pad": "p" * keep + CUT,
+        "_truncated": {"original_bytes": 5578},
+    }
+
+
+def test_an_unprintable_value_is_said() -> None:
+    """clean_text of a value whose __str__ raises gives a placeholder and reports it."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    problems: list[tuple[str, BaseException]] = []
+    assert clean_text(Unprintable(), 100, problems=problems) == "<unprintable Unprintable>"
+    assert [(what, str(exc)) for what, exc in problems] == [("unprintable value", "no text")]
