@@ -337,8 +337,8 @@ def test_close_of_a_stuck_store_returns_after_its_timeout(store: Store) -> None:
     held(store, w)
     w.submit(NewRun("a", "skill", T0))
     began = time.monotonic()
-    assert w.close(0.3) is False
-    assert 0.3 <= time.monotonic() - began < 0.55  # not its timeout again for the join
+    assert w.close(1.0) is False
+    assert 1.0 <= time.monotonic() - began < 1.8  # not its timeout again for the join
     store.gate.set()
 
 
