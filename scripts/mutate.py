@@ -82,12 +82,14 @@ def slug(module: str) -> str:
     return module.removeprefix("src/").removesuffix(".py").replace("/", ".")
 
 
-def mutmut_settings(module: str, tests: list[str]) -> dict[str, Any]:
+def mutmut_settings(module: str, tests: list[str], *, debug: bool = False) -> dict[str, Any]:
     """pyproject's [tool.mutmut], narrowed to ``module`` and its tests."""
     with (ROOT / "pyproject.toml").open("rb") as f:
         base = dict(tomllib.load(f).get("tool", {}).get("mutmut", {}))
     base["only_mutate"] = [module]
     base["pytest_add_cli_args_test_selection"] = [t for t in tests if (ROOT / t).exists()]
+    if debug:
+        base["debug"] = True
     return base
 
 
@@ -103,7 +105,7 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def prepare(module: str, tests: list[str], *, fresh: bool) -> Path:
+def prepare(module: str, tests: list[str], *, fresh: bool, debug: bool = False) -> Path:
     """The module's work folder, with a pyproject.toml for this module."""
     work = WORK / slug(module)
     if fresh and work.exists():
@@ -114,7 +116,7 @@ def prepare(module: str, tests: list[str], *, fresh: bool) -> Path:
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(ROOT / name, work))
     text = _SECTION.sub("", (ROOT / "pyproject.toml").read_text(encoding="utf-8")).rstrip()
-    settings = mutmut_settings(module, tests)
+    settings = mutmut_settings(module, tests, debug=debug)
     lines = [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
     new = text + "\n\n[tool.mutmut]\n" + "\n".join(lines) + "\n"
     target = work / "pyproject.toml"
@@ -158,9 +160,41 @@ def show(work: Path, name: str) -> tuple[str, str]:
     return diff, " / ".join(added)
 
 
-def equivalent_reason(config: dict[str, Any], name: str, line: str) -> str | None:
+# SQL as the modules write it: keywords in capitals, columns of ``runs`` or of the
+# ``v`` rows qualified in lower case.
+_SQL_MARK = re.compile(
+    r"\b(?:SELECT|INSERT|UPDATE|DELETE|SET|FROM|WHERE|UNION|COALESCE|AND|OR|NULL)\b"
+    r"|\b(?:runs|v)\.[a-z_]+"
+)
+_SQL_LITERAL = re.compile(r"'[^']*'")
+
+
+def sql_case_only(diff: str) -> bool:
+    """Whether a mutant only changes the letter case of SQL text: every changed line is
+    SQL, the same text in another case, with its quoted SQL literals ('running', ...)
+    unchanged. SQL keywords and unquoted names are case-insensitive on every engine."""
+    removed = [
+        ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")
+    ]
+    added = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    if not removed or len(removed) != len(added):
+        return False
+    for old, new in zip(removed, added, strict=True):
+        if old == new or old.lower() != new.lower() or not _SQL_MARK.search(old):
+            return False
+        if _SQL_LITERAL.findall(old) != _SQL_LITERAL.findall(new):
+            return False
+    return True
+
+
+def equivalent_reason(config: dict[str, Any], name: str, line: str, diff: str = "") -> str | None:
     function = name.rsplit("__mutmut_", 1)[0]
+    module = name.rsplit(".x", 1)[0]
     for entry in config.get("equivalent", []):
+        if entry.get("rule") == "sql-case":
+            if module in entry.get("modules", []) and sql_case_only(diff):
+                return str(entry["reason"])
+            continue
         mutant = entry.get("mutant")
         if mutant is None:
             continue
@@ -171,10 +205,23 @@ def equivalent_reason(config: dict[str, Any], name: str, line: str) -> str | Non
     return None
 
 
+def killed_by_handmade(config: dict[str, Any], name: str, line: str) -> str | None:
+    """The hand-made mutant (``[[killed_by_handmade]]``) whose catch also kills ``name``."""
+    function = name.rsplit("__mutmut_", 1)[0]
+    for entry in config.get("killed_by_handmade", []):
+        mutant = entry["mutant"]
+        if mutant == name or (
+            mutant.rsplit("__mutmut_", 1)[0] == function and entry.get("line") == line
+        ):
+            return str(entry["handmade"])
+    return None
+
+
 def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bool) -> ModuleReport:
     start = time.monotonic()
     tests = list(config["modules"][module]["tests"])
-    work = prepare(module, tests, fresh=fresh)
+    debug = bool(config["modules"][module].get("debug", False))
+    work = prepare(module, tests, fresh=fresh, debug=debug)
     log = work / "mutmut.log"
     log.write_text("", encoding="utf-8")
     before = results(work, module)
@@ -199,7 +246,7 @@ def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bo
         if status in KILLED:
             continue
         diff, line = show(work, name)
-        reason = equivalent_reason(config, name, line)
+        reason = equivalent_reason(config, name, line, diff)
         report.survivors.append(Survivor(name, status, line, diff, reason))
     if handmade:
         mutants = [m for m in handmade_mutants.handmade_mutants(config) if m.module == module]
@@ -207,13 +254,31 @@ def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bo
             print(f"   {len(mutants)} hand-made mutants", flush=True)
             equivalents = handmade_mutants.equivalent_reasons(config)
             report.handmade = handmade_mutants.run(mutants, equivalents)
+    # mutmut cannot see which test reaches code that runs only in a forked child
+    # ("no tests"): such a mutant counts as killed when the hand-made mutant that
+    # removes the same code was caught in this run.
+    caught = {o.mutant.id for o in report.handmade if o.status == "caught"}
+    for survivor in list(report.survivors):
+        via = killed_by_handmade(config, survivor.name, survivor.line)
+        if via is not None and via in caught:
+            report.survivors.remove(survivor)
+            report.killed += 1
     report.seconds = time.monotonic() - start
     return report
 
 
 def changed_modules(config: dict[str, Any], ref: str) -> list[str]:
+    """Core modules changed on this branch since it left ``ref`` (committed or not),
+    not what ``ref`` gained meanwhile."""
+    base = subprocess.run(
+        ["git", "merge-base", ref, "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     out = subprocess.run(
-        ["git", "diff", "--name-only", ref, "--"],
+        ["git", "diff", "--name-only", base, "--"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -203,3 +203,12 @@ def test_a_long_lived_block_keeps_only_its_open_runs(tracker: ExecutionTracker) 
         assert len(reason._runs) < 200
         assert reason.open_runs() == [keep]
         keep.finish_success()
+
+
+def test_a_block_without_streams_ends_none_and_reprs_unknown() -> None:
+    """end_open_streams() of a block that opened no stream ends nothing (0); a block
+    with no cause yet shows as unknown."""
+    with exectrack.cancel_reason() as reason:
+        assert reason.end_open_streams() == 0
+        assert repr(reason) == "<CancelReason unknown>"
+        assert reason.code is None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from exectrack import ExecutionTracker, RunStatus
-from exectrack.testing import FakeClock
+from exectrack.stores import open_store
+from exectrack.testing import FailingStore, FakeClock
 
 # Far from the wall clock: a monitor that read the wall clock instead of the tracker's
 # would see every deadline below as long past.
@@ -85,6 +89,7 @@ class _Stop:
         ({"lease": 30, "heartbeat_interval": 3, "reaper": True, "reap_interval": 15}, 3),
         ({"lease": 30, "heartbeat_interval": 10}, 10),
         ({"lease": None, "reaper": True, "reap_interval": 7}, 7),
+        ({"lease": None, "reaper": True, "reap_interval": 15}, 15),  # no heartbeat to wait for
     ],
 )
 def test_loop_waits_the_shorter_interval(
@@ -182,3 +187,150 @@ def test_monitor_thread_is_a_named_daemon_and_stays_stopped(db_url: str, clock: 
     thread = running.monitor._thread
     assert thread is not None and thread.daemon and thread.name == "exectrack-monitor"
     running.close()
+
+
+def test_failures_are_reported_with_the_stores_error(db_url: str, clock: FakeClock) -> None:
+    """A heartbeat or reap that fails is counted under its cause with the store's own
+    error (type and message), never raised from the tick."""
+    store = FailingStore(open_store(db_url), fail={"heartbeat", "open_owners"})
+    t = ExecutionTracker(store, strict=False, durability="sync", clock=clock, reaper=True)
+    assert t.monitor is not None
+    t.monitor.stop()
+    t.start("skill")
+    t.monitor.tick()
+    assert t.stats().failures_by_cause == {
+        "heartbeat: StoreError: injected store failure": 1,
+        "reap: StoreError: injected store failure": 1,
+    }
+    assert t.monitor.heartbeats == 0
+    t.close()
+    store.inner.close()
+
+
+def test_heartbeat_renews_only_the_runs_still_held(db_url: str, clock: FakeClock) -> None:
+    """The heartbeat renews the runs this tracker still holds, not every open run of its
+    owner: a run whose finish could not be written is let go, its lease runs out and
+    the reaper ends it abandoned while the held run lives on."""
+    store = FailingStore(open_store(db_url), fail=set())
+    t = ExecutionTracker(
+        store,
+        strict=False,
+        durability="sync",
+        clock=clock,
+        lease=30,
+        heartbeat_interval=10,
+        reaper=True,
+        reap_interval=10,
+        owner="elsewhere:1:x",  # not a process of this host: only the lease can end it
+    )
+    assert t.monitor is not None
+    t.monitor.stop()
+    held, lost = t.start("skill", "held"), t.start("skill", "lost")
+    store.fail = {"finish"}
+    lost.finish_success()  # could not be written: the tracker lets the run go
+    store.fail = set()
+    assert t.held_run_ids() == [held.id]
+    for _ in range(4):  # 40 s of ticks, one every 10 s
+        clock.advance(10)
+        t.monitor.tick()
+    assert t.monitor.heartbeats == 4
+    reader = open_store(db_url)
+    lost_run, held_run = reader.get(lost.id), reader.get(held.id)
+    assert lost_run is not None and (lost_run.status, lost_run.error_code) == (
+        RunStatus.ERROR,
+        "abandoned",
+    )
+    assert held_run is not None and held_run.status is RunStatus.RUNNING
+    assert held_run.lease_until is not None and held_run.lease_until > clock.now()
+    reader.close()
+    t.close()
+    store.inner.close()
+
+
+class _StuckHeartbeat(FailingStore):
+    """A real store whose heartbeat blocks until ``gate`` opens (a stuck database)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(open_store(url), fail=set())
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> int:
+        self.entered.set()
+        self.gate.wait(30)
+        return int(super().heartbeat(*args, **kwargs))
+
+
+def test_stop_joins_the_thread(db_url: str) -> None:
+    """stop() returns once the loop's thread has ended (it joins it)."""
+    t = ExecutionTracker(db_url, strict=True, durability="sync", reaper=True, reap_interval=60)
+    assert t.monitor is not None
+    thread = t.monitor._thread
+    assert thread is not None and thread.is_alive()
+    t.monitor.stop(10)
+    assert not thread.is_alive()
+    t.close()
+
+
+def test_stop_waits_at_most_its_timeout_for_a_stuck_tick(db_url: str) -> None:
+    """A tick stuck in the store does not hold stop() past its timeout (one second
+    by default); the thread ends once the store answers."""
+    store = _StuckHeartbeat(db_url)
+    t = ExecutionTracker(store, strict=True, durability="sync", lease=1, heartbeat_interval=0.01)
+    t.start("skill")  # starts the thread; its first tick heartbeats this run
+    assert t.monitor is not None
+    thread = t.monitor._thread
+    assert thread is not None and store.entered.wait(10)
+    began = time.monotonic()
+    t.monitor.stop(0.05)
+    assert thread.is_alive()
+    t.monitor.stop()
+    waited = time.monotonic() - began
+    assert thread.is_alive()
+    assert 1.0 <= waited < 1.8
+    store.gate.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    t.close()
+    store.inner.close()
+
+
+class _CountingLock:
+    """Stands in for the monitor's lock: counts the threads that came to take it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.arrived = 0
+
+    def __enter__(self) -> None:
+        self.arrived += 1
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_racing_first_runs_start_one_thread(db_url: str) -> None:
+    """Two threads that both find no monitor thread and race for the lock start one
+    thread between them, not two."""
+    t = ExecutionTracker(db_url, strict=True, durability="sync")
+    monitor = t.monitor
+    assert monitor is not None and monitor._thread is None
+    lock = _CountingLock()
+    monitor._lock = lock  # type: ignore[assignment]
+    before = [th for th in threading.enumerate() if th.name == "exectrack-monitor"]
+    lock.lock.acquire()  # both callers get past the first check, then wait here
+    callers = [threading.Thread(target=monitor.ensure_started) for _ in range(2)]
+    for c in callers:
+        c.start()
+    deadline = time.monotonic() + 10
+    while lock.arrived < 2:
+        assert time.monotonic() < deadline, "the callers never reached the lock"
+        time.sleep(0.001)
+    lock.lock.release()
+    for c in callers:
+        c.join(10)
+        assert not c.is_alive()
+    started = [th for th in threading.enumerate() if th.name == "exectrack-monitor"]
+    assert [th for th in started if th not in before] == [monitor._thread]
+    t.close()

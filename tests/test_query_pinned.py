@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from exectrack import ExecutionTracker, InvalidArgumentError, RunStatus
 from exectrack import query as q
 from exectrack._model import datetime_to_us
-from exectrack.testing import FakeClock
+from exectrack.stores import NewRun, SourceSummary, open_store
+from exectrack.stores.sqlite import SQLiteStore
+from exectrack.testing import FailingStore, FakeClock
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -233,3 +238,110 @@ def test_list_runs_pages_fifty_by_default(sync_tracker: ExecutionTracker) -> Non
     assert len(first.runs) == 50 and first.next_cursor is not None
     last = q.list_runs(sync_tracker.store, cursor=first.next_cursor)
     assert len(last.runs) == 1 and last.next_cursor is None
+
+
+@pytest.mark.usefixtures("non_utc_zone")
+def test_iso_text_is_returned_in_utc_in_any_local_zone() -> None:
+    """Parsed ISO text comes back with the UTC zone itself, not the local one."""
+    for text in ("2026-11-25T10:00:00", "2026-11-25T10:00:00+02:00", "2026-11-25T10:00:00Z"):
+        assert q.parse_time(text).tzinfo is UTC
+
+
+def test_unreadable_and_out_of_range_times_say_so() -> None:
+    """A time that cannot be read names the value and both forms accepted; one that
+    falls outside the years 1-9999 says so."""
+    with pytest.raises(InvalidArgumentError) as info:
+        q.parse_time("yesterday")
+    assert str(info.value) == (
+        "cannot read time 'yesterday': use ISO 8601 (2026-11-25T10:00:00Z) "
+        "or an age such as 30s, 15m, 2h, 7d"
+    )
+    with pytest.raises(InvalidArgumentError) as info:
+        q.parse_time("99999999d", now=T0)
+    assert str(info.value) == (
+        "time '99999999d' is out of range: times must fall in the years 1-9999 (UTC)"
+    )
+
+
+def test_an_invalid_cursor_names_itself() -> None:
+    """A cursor that is not one of ours is refused, naming it and what to pass."""
+    with pytest.raises(InvalidArgumentError) as info:
+        q.decode_cursor("not a cursor")
+    assert str(info.value) == (
+        "invalid cursor 'not a cursor': pass the next_cursor of a previous page"
+    )
+
+
+def test_a_cursor_ending_in_any_letter_round_trips(tmp_path: Path) -> None:
+    """Only padding is stripped from a cursor: one whose last character is a letter
+    (here X) decodes back to its run."""
+    store = SQLiteStore(tmp_path / "runs.db")
+    us = datetime_to_us(T0)
+    run_id = next(
+        f"run-{k}W"
+        for k in range(1_000)
+        if base64.urlsafe_b64encode(f"{us}:run-{k}W".encode()).decode().rstrip("=").endswith("X")
+    )
+    store.create(NewRun(run_id, "skill", us))
+    run = store.get(run_id)
+    assert run is not None
+    cursor = q.encode_cursor(run)
+    assert cursor.endswith("X")
+    assert q.decode_cursor(cursor) == (us, run_id)
+    store.close()
+
+
+def test_report_time_to_first_item_percentiles(t: ExecutionTracker, clock: FakeClock) -> None:
+    """A source's streams report p50 and p95 of their time to the first item."""
+
+    @t.with_run("chat")
+    def stream(wait: float) -> Iterator[int]:
+        clock.advance(wait)
+        yield 1
+
+    for seconds in range(1, 21):
+        assert list(stream(seconds)) == [1]
+    [chat] = q.report(t.store, now=clock.now()).sources
+    assert (chat.first_item_p50_ms, chat.first_item_p95_ms) == (10_000.0, 19_000.0)
+
+
+def test_hang_rate_of_a_single_run(t: ExecutionTracker) -> None:
+    """One finished run in the window: a hang rate of 0, not unknown."""
+    t.start("skill").finish_success()
+    [skill] = q.report(t.store, now=T0).sources
+    assert (skill.started, skill.hang_rate) == (1, 0.0)
+
+
+class _CodesBackwards(FailingStore):
+    """A real store that lists each source's error codes in reverse order (the Store
+    contract promises no order)."""
+
+    def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
+        return [
+            replace(s, error_codes=dict(reversed(list(s.error_codes.items()))))
+            for s in super().summarize(since, now)
+        ]
+
+
+def test_top_errors_ties_go_by_code_whatever_the_stores_order(db_url: str) -> None:
+    """Codes with the same count are listed by code, in whatever order the store
+    handed them over."""
+    store = _CodesBackwards(open_store(db_url), fail=set())
+    t = ExecutionTracker(store, strict=True, durability="sync")
+    for code in ("a_code", "b_code", "c_code"):
+        t.start("skill").finish_error(code=code, message="x")
+    [skill] = q.report(store, now=datetime.now(UTC)).sources
+    assert skill.top_errors == [("a_code", 1), ("b_code", 1), ("c_code", 1)]
+    t.close()
+    store.inner.close()
+
+
+def test_a_source_with_no_run_in_the_window_has_no_hang_rate(
+    t: ExecutionTracker, clock: FakeClock
+) -> None:
+    """A source listed only for a run started before the window (still open) started
+    nothing in it: its hang rate is unknown (None), not a division by zero."""
+    t.start("skill")
+    clock.advance(timedelta(hours=2))
+    [skill] = q.report(t.store, since="1h", now=clock.now()).sources
+    assert (skill.started, skill.open, skill.hang_rate) == (0, 1, None)

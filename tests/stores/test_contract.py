@@ -294,11 +294,13 @@ def test_queued_runs_may_only_finish_canceled(target: Target) -> None:
 
 
 def test_finish_rejects_a_non_terminal_status(target: Target) -> None:
-    """finish with queued/running is an argument error, not a silent no-op."""
+    """finish with queued/running is an argument error naming the run and the status,
+    not a silent no-op."""
     target.store.create(new("a"))
     for status in OPEN:
-        with pytest.raises(InvalidArgumentError):
+        with pytest.raises(InvalidArgumentError) as info:
             target.store.finish(fin("a", status, T0 + 1))
+        assert str(info.value) == f"cannot finish run a with non-terminal status '{status.value}'"
     assert target.store.get("a").status is RunStatus.RUNNING  # type: ignore[union-attr]
 
 

@@ -3,13 +3,17 @@ preview where several rules match one run."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from exectrack._model import RunStatus
-from exectrack.stores import FinishRun, NewRun
+from exectrack.stores import FinishRun, MarkRunning, NewRun
 from exectrack.stores.sqlite import SQLiteStore
 
 from .conftest import Target
@@ -80,3 +84,65 @@ def test_reap_preview_lists_each_run_once(target: Target) -> None:
     assert sorted((r.run_id, r.reason) for r in done) == sorted(
         (r.run_id, r.reason) for r in preview
     )
+
+
+def test_a_run_created_started_and_finished_in_one_batch_is_one_row_write() -> None:
+    """A start and a finish whose run is created earlier in the same batch are folded
+    into its INSERT: each run of the batch costs SQLite one row change, not three."""
+    store = SQLiteStore(":memory:")
+    store._ensure_ready()
+    conn = store._conn()
+    before = conn.total_changes
+    result = store.apply(
+        [
+            NewRun("a", "skill", T0, RunStatus.QUEUED),
+            MarkRunning("a", T0 + S),
+            FinishRun("a", RunStatus.SUCCESS, T0 + 3 * S),
+            NewRun("b", "chat", T0),
+            FinishRun("b", RunStatus.ERROR, T0 + S, error_code="boom"),
+        ]
+    )
+    assert conn.total_changes - before == 2
+    assert (result.created, result.started, result.finished, result.not_applied) == (2, 1, 2, 0)
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and (a.status, a.duration_ms) == (RunStatus.SUCCESS, 3000.0)
+    assert b is not None and (b.status, b.error_code) == (RunStatus.ERROR, "boom")
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_migrates_while_a_parent_thread_held_the_lock(tmp_path: Path) -> None:
+    """fork() while another thread of the parent is migrating (holds the store's
+    first-use lock): the child's first write gets a lock of its own, never waits."""
+    store = SQLiteStore(tmp_path / "runs.db")
+    held, release = threading.Event(), threading.Event()
+
+    def migrating() -> None:
+        with store._ready_lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=migrating)
+    thread.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 once the write went through
+        code = 1
+        try:
+            code = 0 if store.create(NewRun("child", "skill", T0)) else 2
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child waited on the lock its parent's thread held")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    run = store.get("child")
+    assert run is not None and run.status is RunStatus.RUNNING
+    store.close()

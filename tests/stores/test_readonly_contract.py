@@ -160,3 +160,22 @@ def test_cli_commands_on_a_database_without_the_schema(
     assert err.count("\n") == 1
     assert "has no exectrack schema; run `exectrack migrate`" in err
     assert foreign_shape(shared_target, request) == before
+
+
+def test_an_older_schema_says_both_versions_and_to_migrate(shared_target: Target) -> None:
+    """A schema an older exectrack left is refused by a never-migrating store, with
+    both versions and the command that upgrades it; nothing is changed."""
+    shared_target.store.migrate()
+    latest = shared_target.store.latest_version
+    shared_target.execute(
+        sql(shared_target.store.dialect, "DELETE FROM exectrack_migrations WHERE version = ?"),
+        (latest,),
+    )
+    store = never_migrating(shared_target)
+    with pytest.raises(SchemaError) as info:
+        store.list_runs(RunFilter(), limit=1)
+    assert str(info.value).endswith(
+        f"has schema version {latest - 1}, older than this exectrack's {latest}; "
+        "run `exectrack migrate`"
+    )
+    assert store.schema_version() == latest - 1

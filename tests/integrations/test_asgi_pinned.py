@@ -1,0 +1,295 @@
+"""The ASGI middleware in process, pinned: no server, an asyncio loop driving the
+middleware with a scripted ``receive`` and a recording ``send``; what each path tells
+the request's runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from exectrack import ExecutionTracker, RunStatus
+from exectrack.integrations.asgi import ExectrackMiddleware
+
+
+@pytest.fixture
+def t(db_url: str) -> Iterator[ExecutionTracker]:
+    tracker = ExecutionTracker(db_url, strict=True, durability="sync", lease=None)
+    yield tracker
+    tracker.close()
+
+
+class Server:
+    """The server side of one request: ``messages`` handed out in order by
+    ``receive`` (then it waits forever), every ``send`` recorded."""
+
+    def __init__(self, *messages: dict[str, Any]) -> None:
+        self.messages = list(messages)
+        self.received = 0
+        self.sent: list[dict[str, Any]] = []
+        self.handed = asyncio.Event()
+        self.streaming = asyncio.Event()  # set once a body chunk was sent
+
+    async def receive(self) -> dict[str, Any]:
+        if self.messages:
+            self.received += 1
+            message = self.messages.pop(0)
+            self.handed.set()
+            return message
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body":
+            self.streaming.set()
+
+
+def http(headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": "/", "headers": headers or []}
+
+
+DISCONNECT = {"type": "http.disconnect"}
+START = {"type": "http.response.start", "status": 200, "headers": []}
+END = {"type": "http.response.body", "body": b"done", "more_body": False}
+
+
+def test_other_scopes_pass_through_untouched() -> None:
+    """A lifespan (or websocket) scope reaches the app with the server's own
+    receive and send."""
+    seen: list[Any] = []
+    server = Server()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.extend([scope["type"], receive, send])
+
+    asyncio.run(ExectrackMiddleware(app)({"type": "lifespan"}, server.receive, server.send))
+    assert seen == ["lifespan", server.receive, server.send]
+
+
+def test_a_disconnect_while_the_handler_works_marks_its_open_runs(t: ExecutionTracker) -> None:
+    """The watcher reads the server's receive while a body-less request's handler
+    works: a disconnect marks the request's open runs client_disconnected, and their
+    status stays what their work ends with."""
+    server = Server(DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool", "lookup")
+        await server.handed.wait()  # the watcher took the disconnect
+        await asyncio.sleep(0)  # and handled it
+        h.finish_success()
+        assert await receive() == DISCONNECT  # the app still learns of it
+        await send(START)
+
+    asyncio.run(ExectrackMiddleware(app, watch_after=0)(http(), server.receive, server.send))
+    [run] = t.list_runs(source="tool").runs
+    assert run.status is RunStatus.SUCCESS
+    assert run.metadata == {"client_disconnected": True}
+    assert server.sent == [START]
+
+
+def test_no_watch_for_a_handler_quicker_than_watch_after(t: ExecutionTracker) -> None:
+    """A handler that answers before ``watch_after`` costs no watcher: the server's
+    receive is never read for it."""
+    server = Server(DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        t.start("tool").finish_success()
+        await send(START)
+        await send(END)
+
+    asyncio.run(ExectrackMiddleware(app, watch_after=60)(http(), server.receive, server.send))
+    assert server.received == 0
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {}
+
+
+def test_no_watch_when_switched_off(t: ExecutionTracker) -> None:
+    """watch_disconnect=False never reads the server's receive for the app."""
+    server = Server(DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        h.finish_success()
+
+    middleware = ExectrackMiddleware(app, watch_disconnect=False, watch_after=0)
+    asyncio.run(middleware(http(), server.receive, server.send))
+    assert server.received == 0
+
+
+def test_a_request_with_a_body_is_watched_once_the_body_is_in(t: ExecutionTracker) -> None:
+    """With a request body the watcher waits until the app read the last of it; the
+    body reaches the app as the server sent it."""
+    body = {"type": "http.request", "body": b"hello", "more_body": False}
+    server = Server(body, DISCONNECT)
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        got.append(server.received)  # nothing read before the app asked
+        got.append(await receive())
+        await server.handed.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        got.append(server.received)  # the watcher read the disconnect
+        h.finish_success()
+
+    headers = [(b"content-length", b"5")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    assert got == [0, body, 2]
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_the_empty_body_the_watcher_read_is_handed_to_the_app(t: ExecutionTracker) -> None:
+    """What the watcher receives before a disconnect (a body-less request's empty
+    body) is handed to the app's next receive, unchanged and once."""
+    empty = {"type": "http.request", "body": b"", "more_body": False}
+    server = Server(empty)
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await server.handed.wait()
+        got.append(await receive())
+        await send(START)
+        await send(END)
+
+    asyncio.run(ExectrackMiddleware(app, watch_after=0)(http(), server.receive, server.send))
+    assert got == [empty]
+    assert server.sent == [START, END]
+
+
+@pytest.mark.parametrize("error", [OSError("reset"), type("ClientDisconnect", (Exception,), {})()])
+def test_a_send_that_fails_for_a_gone_client_marks_open_runs(
+    t: ExecutionTracker, error: Exception
+) -> None:
+    """An OSError, or an exception named ClientDisconnect, out of the app before the
+    response completed means the client went away: open runs are marked."""
+    server = Server()
+    handles: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        handles.append(t.start("tool"))  # still open (a thread's work) when it fails
+        await send(START)
+        raise error
+
+    with pytest.raises(type(error)):
+        asyncio.run(ExectrackMiddleware(app)(http(), server.receive, server.send))
+    handles[0].finish_success()
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_an_error_after_the_response_completed_is_no_disconnect(t: ExecutionTracker) -> None:
+    """An OSError after the last body message does not mark open runs: the client got
+    its whole response."""
+    server = Server()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        await send(START)
+        await send(END)
+        try:
+            raise OSError("cleanup failed")
+        finally:
+            h.finish_success()
+
+    with pytest.raises(OSError, match="cleanup failed"):
+        asyncio.run(ExectrackMiddleware(app)(http(), server.receive, server.send))
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {}
+
+
+def test_a_stream_the_app_dropped_ends_when_the_request_ends(t: ExecutionTracker) -> None:
+    """A tracked stream the app left open (never closed) is ended when the request
+    ends: canceled/consumer_closed with no other cause, its items counted."""
+    server = Server()
+
+    @t.with_run("chat", "answer")
+    async def answer() -> AsyncIterator[str]:
+        for i in range(5):
+            yield f"chunk {i}"
+
+    kept: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        stream = answer()
+        kept.append(stream)  # not garbage: dropped, never closed
+        await send(START)
+        await send(
+            {
+                "type": "http.response.body",
+                "body": (await anext(stream)).encode(),
+                "more_body": True,
+            }
+        )
+
+    asyncio.run(ExectrackMiddleware(app)(http(), server.receive, server.send))
+    [run] = t.list_runs(source="chat").runs
+    assert (run.status, run.error_code, run.items) == (RunStatus.CANCELED, "consumer_closed", 1)
+
+
+def test_a_cancelled_request_with_the_client_there_is_shutdown(t: ExecutionTracker) -> None:
+    """The server cancelling a request whose client is still there and whose
+    response is unfinished ends its stream canceled/shutdown."""
+    server = Server()
+
+    @t.with_run("chat", "answer")
+    async def answer() -> AsyncIterator[str]:
+        yield "first"
+        await asyncio.Event().wait()  # a model that never answers
+        yield "never"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        async for chunk in answer():
+            await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+
+    async def main() -> None:
+        task = asyncio.create_task(ExectrackMiddleware(app)(http(), server.receive, server.send))
+        await server.streaming.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    [run] = t.list_runs(source="chat").runs
+    assert (run.status, run.error_code) == (RunStatus.CANCELED, "shutdown")
+
+
+def test_a_cancellation_after_a_disconnect_is_client_disconnected(t: ExecutionTracker) -> None:
+    """Once the client is gone (the app's receive got http.disconnect), a cancelled
+    stream ends client_disconnected, not shutdown."""
+    server = Server(DISCONNECT)
+
+    @t.with_run("chat", "answer")
+    async def answer() -> AsyncIterator[str]:
+        yield "first"
+        await asyncio.Event().wait()
+        yield "never"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        assert await receive() == DISCONNECT
+        async for chunk in answer():
+            await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            ExectrackMiddleware(app, watch_disconnect=False)(http(), server.receive, server.send)
+        )
+        await server.streaming.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    [run] = t.list_runs(source="chat").runs
+    assert (run.status, run.error_code) == (RunStatus.CANCELED, "client_disconnected")
