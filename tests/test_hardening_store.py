@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -250,3 +252,93 @@ def test_a_closed_store_is_not_reopened(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.create(new_run())
     assert not path.exists()
+
+
+_CLOSE_RACE = """
+import sys, tempfile, threading, time
+from exectrack import RunFilter
+from exectrack.errors import StoreError
+from exectrack.stores import NewRun
+from exectrack.stores.sqlite import SQLiteStore
+
+folder = tempfile.mkdtemp()
+T = 1_790_000_000_000_000
+for k in range(int(sys.argv[1])):
+    store = SQLiteStore(f"{folder}/r{k}.db")
+    store.migrate()
+    stop = threading.Event()
+
+    def work(n):
+        i = 0
+        while not stop.is_set():
+            try:
+                store.apply([NewRun(f"{n}-{i}-{j}", "chat", T + i) for j in range(50)])
+                store.list_runs(RunFilter(), limit=20)
+            except StoreError:
+                pass
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.02)
+    store.close()
+    time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+print("survived")
+"""
+
+
+def test_closing_a_store_while_threads_write_and_read_never_crashes(tmp_path: Path) -> None:
+    """close() while three threads write batches and read pages: every later call is
+    a StoreError, and the interpreter survives (closing a connection under a running
+    statement segfaulted it, in the first of 50 rounds). In a child process, so a
+    crash fails this test instead of the test run."""
+    script = tmp_path / "close_race.py"
+    script.write_text(_CLOSE_RACE)
+    proc = subprocess.run(
+        [sys.executable, str(script), "40"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.strip() == "survived"
+
+
+def test_close_leaves_a_connection_in_use_open_past_its_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read still going when close() has waited its time: close returns, says so,
+    and leaves that connection to its thread, which finishes its statement; every
+    call after close is a StoreError."""
+    import exectrack.stores.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "CLOSE_WAIT", 0.1)
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.create(new_run())
+    inside, release = threading.Event(), threading.Event()
+    counted: list[int] = []
+
+    def read() -> None:
+        with store._read() as cur:
+            inside.set()
+            assert release.wait(30)
+            cur.execute("SELECT COUNT(*) FROM runs")
+            counted.append(cur.fetchone()[0])
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert inside.wait(30)
+    with caplog.at_level(logging.WARNING, logger="exectrack.stores.sqlite"):
+        store.close()
+    assert any("still running" in r.getMessage() for r in caplog.records)
+    release.set()
+    reader.join(30)
+    assert not reader.is_alive()
+    assert counted == [1]
+    with pytest.raises(StoreError, match="closed"):
+        store.list_runs(RunFilter(), limit=1)

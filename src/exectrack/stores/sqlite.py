@@ -83,6 +83,7 @@ _DIALECT = SqlDialect(
 log = logging.getLogger(__name__)
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+CLOSE_WAIT = 5.0  # seconds close() waits for a write or read in flight to end
 _MAX_BUSY_TIMEOUT_MS = 2**31 - 1  # sqlite3_busy_timeout takes a C int
 # "closed database": a statement on a connection that close() closed under it.
 _TRANSIENT = (
@@ -420,15 +421,38 @@ class SQLiteStore(SqlStore):
         return cur.fetchone() is not None
 
     def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-            self._closed = True
-            self._ident = None  # nothing left to check
+        """Close every connection, once no write and no read is in flight on one:
+        closing a connection while another thread runs a statement on it crashes the
+        interpreter (a segfault, reproduced by a test). Later calls raise StoreError.
+        A write or read still going after ``CLOSE_WAIT`` keeps its connections open
+        (they close when their thread lets go of them) rather than risk that."""
+        got = self._wlock.acquire(timeout=CLOSE_WAIT)
+        try:
+            with self._gate:
+                deadline = time.monotonic() + CLOSE_WAIT
+                while self._readers and (left := deadline - time.monotonic()) > 0:
+                    self._gate.wait(left)
+                idle = got and not self._readers
+                with self._conns_lock:
+                    conns, self._conns = self._conns, []
+                    self._closed = True
+                    self._ident = None  # nothing left to check
+                    self._gen += 1  # a thread's own connection is stale from now on
+        finally:
+            if got:
+                self._wlock.release()
+        self._local = threading.local()
+        self._shared = None
+        if not idle:
+            log.warning(
+                "exectrack: closed %s while a statement was still running on it; its "
+                "connections close when that thread lets go of them",
+                self.path,
+            )
+            return
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-        self._local = threading.local()
-        self._shared = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
