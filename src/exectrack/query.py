@@ -78,17 +78,25 @@ def parse_time(text: str | datetime, *, now: datetime | None = None) -> datetime
         ) from None
 
 
+def _opaque(text: str) -> str:
+    """A cursor's text as unpadded URL-safe base64 (opaque to clients)."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unopaque(cursor: str) -> str:
+    """The text of a cursor; ValueError (or binascii.Error) when it is not one."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+
+
 def encode_cursor(run: Run) -> str:
     """An opaque cursor pointing just after ``run`` in list order."""
-    raw = f"{datetime_to_us(run.started_at)}:{run.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _opaque(f"{datetime_to_us(run.started_at)}:{run.id}")
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-        us, run_id = raw.split(":", 1)
+        us, run_id = _unopaque(cursor).split(":", 1)
         if not run_id:
             raise ValueError
         return int(us), run_id
@@ -99,15 +107,12 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 
 def _encode_position(position: tuple[int, str]) -> str:
-    raw = f"c:{position[0]}:{position[1]}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _opaque(f"c:{position[0]}:{position[1]}")
 
 
 def _decode_position(cursor: str) -> tuple[int, str]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-        tag, seq, run_id = raw.split(":", 2)
+        tag, seq, run_id = _unopaque(cursor).split(":", 2)
         if tag != "c" or not seq.isdigit() or int(seq) >= 2**63:
             raise ValueError
         return int(seq), run_id
