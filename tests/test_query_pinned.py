@@ -13,7 +13,7 @@ import pytest
 
 from exectrack import ExecutionTracker, InvalidArgumentError, RunStatus
 from exectrack import query as q
-from exectrack._model import datetime_to_us
+from exectrack._model import Run, datetime_to_us
 from exectrack.stores import NewRun, SourceSummary, open_store
 from exectrack.stores.sqlite import SQLiteStore
 from exectrack.testing import FailingStore, FakeClock
@@ -345,3 +345,13 @@ def test_a_source_with_no_run_in_the_window_has_no_hang_rate(
     clock.advance(timedelta(hours=2))
     [skill] = q.report(t.store, since="1h", now=clock.now()).sources
     assert (skill.started, skill.open, skill.hang_rate) == (0, 1, None)
+
+
+@pytest.mark.parametrize("run_id", ["plain", "a:b", "a:b:c:"])
+def test_cursors_keep_a_run_id_with_colons_whole(run_id: str) -> None:
+    """A run id may hold ':' (ids are the caller's when it passes them): the list
+    cursor and the change cursor give it back whole."""
+    at = datetime(2026, 11, 30, tzinfo=UTC)
+    run = Run(id=run_id, source="chat", status=RunStatus.RUNNING, started_at=at)
+    assert q.decode_cursor(q.encode_cursor(run)) == (datetime_to_us(at), run_id)
+    assert q._decode_position(q._encode_position((7, run_id))) == (7, run_id)
