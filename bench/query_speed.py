@@ -84,6 +84,11 @@ def build(store: Store, n: int, now_us: int, seed: int = 7) -> None:
         store.apply(batch)
 
 
+# /metrics' duration buckets (exectrack.server._metrics.BOUNDS_MS), kept here so the
+# bench needs no server extra.
+BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> float:
     fn()  # warm
     samples = []
@@ -133,6 +138,10 @@ def cases(store: Store, now: datetime) -> dict[str, Callable[[], Any]]:
             store, [f(source=s, source_ref=r) for s, r in refs]
         ),
         "source_stats 24h (api/stats)": lambda: query.source_stats(store, f(since="24h", now=now)),
+        "source_stats 30d (api/stats)": lambda: query.source_stats(store, f(since="30d", now=now)),
+        "source_stats 24h + buckets (/metrics)": lambda: query.source_stats(
+            store, f(since="24h", now=now), bounds=BOUNDS_MS
+        ),
         "run_stats 24h": lambda: query.run_stats(store, f(since="24h", now=now)),
         "run_stats 30d": lambda: query.run_stats(store, f(since="30d", now=now)),
         "report 24h": lambda: query.report(store, since="24h", now=now),

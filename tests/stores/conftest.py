@@ -153,9 +153,18 @@ class Target:
             cur.execute(sql, params)
 
     def reset(self) -> None:
-        """Empty the runs table, keeping the schema (cheap between examples)."""
+        """Empty the runs table and the rollups, keeping the schema (cheap between
+        examples)."""
         self.store._ensure_ready()
         self.execute("DELETE FROM runs")
+        self.execute("DELETE FROM run_rollups")
+        self.execute("DELETE FROM run_histograms")
+        with self.store._write() as cur:
+            d = self.store.dialect
+            cur.execute(
+                f"UPDATE run_rollup_state SET folded_seq = {d.param}{d.seq_cast}, folded_id = ''",
+                (0,),
+            )
 
     def close(self) -> None:
         for store in [self.store, *self.opened]:

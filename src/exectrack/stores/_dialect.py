@@ -16,6 +16,7 @@ __all__ = [
     "Migration",
     "SqlDialect",
     "json_loads_object",
+    "rollup_tables_v5",
     "runs_table_v1",
     "runs_table_v2",
     "runs_table_v3",
@@ -108,6 +109,9 @@ class SqlDialect:
     change_settled: str
     seq_cast: str
     seq_out: Callable[[Any], int]
+    # Appended to the SELECT of the fold position (schema v5): PostgreSQL skips a fold
+    # while another transaction folds; SQLite's write lock already serialises them.
+    row_lock: str = ""
 
 
 def sql(dialect: SqlDialect, text: str) -> str:
@@ -187,4 +191,40 @@ def runs_table_v4() -> tuple[str, ...]:
     return (
         "CREATE INDEX runs_ref_started ON runs (source_ref, started_at, id)"
         " WHERE source_ref IS NOT NULL",
+    )
+
+
+def rollup_tables_v5(*, big: str, real: str, seq_type: str, seq_default: str) -> tuple[str, ...]:
+    """Schema version 5: rollups (``stores/_rollup.py``). ``bucket`` is the start of
+    an hour or a day (``grain``, both in microseconds since the epoch, UTC);
+    ``error_code`` is '' for none. The fold position starts before every change, so
+    the first fold adds every finished run stored so far."""
+    return (
+        f"""CREATE TABLE run_rollups (
+            grain {big} NOT NULL,
+            bucket {big} NOT NULL,
+            source TEXT NOT NULL,
+            status TEXT NOT NULL,
+            error_code TEXT NOT NULL,
+            runs {big} NOT NULL,
+            durations {big} NOT NULL,
+            duration_sum {real} NOT NULL,
+            first_items {big} NOT NULL,
+            PRIMARY KEY (grain, bucket, source, status, error_code)
+        )""",
+        f"""CREATE TABLE run_histograms (
+            grain {big} NOT NULL,
+            bucket {big} NOT NULL,
+            source TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            runs {big} NOT NULL,
+            PRIMARY KEY (grain, bucket, source, kind, slot)
+        )""",
+        f"""CREATE TABLE run_rollup_state (
+            id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+            folded_seq {seq_type} NOT NULL,
+            folded_id TEXT NOT NULL
+        )""",
+        f"INSERT INTO run_rollup_state (id, folded_seq, folded_id) VALUES (1, {seq_default}, '')",
     )

@@ -37,6 +37,9 @@ class LivenessOps:
     def _read(self) -> AbstractContextManager[Cursor]:
         raise NotImplementedError
 
+    def _changed(self, n: int) -> None:
+        raise NotImplementedError
+
     def _ensure_ready(self) -> None:
         raise NotImplementedError
 
@@ -123,6 +126,8 @@ class LivenessOps:
                     else:
                         final = RunStatus(status)
                     reaped.append(Reaped(str(row[0]), row[1], row[2], row[3], final, code, reason))
+        if reaped and not dry_run:
+            self._changed(len(reaped))
         return reaped
 
 

@@ -125,7 +125,19 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         with self._write() as cur:
             applied = self._migrate_in(cur)
         self._ready = True
+        if ROLLUPS_VERSION in applied:
+            self._backfill_rollups()
         return applied
+
+    def _backfill_rollups(self) -> None:
+        """Fold the runs stored before rollups existed, saying how far it got."""
+        total = 0
+        while True:
+            added = self.fold_rollups(limit=self.fold_chunk * 20)
+            total += added
+            if added == 0:
+                break
+            _log.info("exectrack: rollups: %d finished runs folded so far", total)
 
     def _migrate_in(self, cur: Cursor) -> list[int]:
         """Apply pending migrations inside the write transaction of ``cur``."""
@@ -282,6 +294,7 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
             cur.execute(self._insert_sql, self._insert_params(run))
             created = cur.rowcount == 1
         self._wrote(int(created))
+        self._changed(int(created))
         return created
 
     # -- planner statistics ---------------------------------------------------------
@@ -296,6 +309,25 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
     _written = 0
     _stats_next: int | None = None
     _stats_failed = False
+
+    # Changes (created or finished runs) written through this store object between
+    # folds into the rollups: a read adds the unfolded ones from the runs themselves.
+    fold_every = 2_000
+    _unfolded = 0
+    _fold_failed = False
+
+    def _changed(self, n: int) -> None:
+        """Count changes; fold them into the rollups every ``fold_every``."""
+        self._unfolded += n
+        if self._unfolded < self.fold_every:
+            return
+        self._unfolded = 0
+        try:
+            self.fold_rollups()
+        except Exception as exc:  # the runs are committed: a read adds what is unfolded
+            if not self._fold_failed:
+                self._fold_failed = True
+                _log.warning("exectrack: could not fold runs into the rollups: %s", exc)
 
     def _wrote(self, created: int) -> None:
         """Count created runs; refresh statistics when the next threshold is crossed."""
@@ -330,9 +362,11 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         self._ensure_ready()
         with self._write_one() as cur:
             cur.execute(self._finish_sql, self._finish_params(cmd))
-            if cur.rowcount == 1:
-                return FinishResult(True, cmd.status)
-            return FinishResult(False, self._status_of(cur, cmd.id))
+            applied = cur.rowcount == 1
+            status = cmd.status if applied else self._status_of(cur, cmd.id)
+        if applied:
+            self._changed(1)
+        return FinishResult(applied, status)
 
     def _status_of(self, cur: Cursor, run_id: str) -> RunStatus | None:
         cur.execute(self._status_sql, (run_id,))
@@ -364,6 +398,7 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         if result is None:
             result = self._apply_each(commands)
         self._wrote(result.created)
+        self._changed(result.created + result.finished)
         return result
 
     def _apply_folded(self, plan: Plan) -> ApplyResult:
@@ -518,6 +553,8 @@ def finish_guard(table: str, target: str) -> str:
     status (a parameter or a column)."""
     return f"{table}finished_at IS NULL AND ({table}status = 'running' OR {target} = 'canceled')"
 
+
+ROLLUPS_VERSION = 5  # the schema version that adds the rollups
 
 # Rows per multi-row statement: their parameters stay under SQLite's oldest limit of
 # 999 bound parameters (49 x 20, 99 x 10), and 99 SELECTs under its 500 in one UNION.

@@ -11,7 +11,15 @@ from exectrack._echo import echo
 from exectrack._model import Run, RunStatus
 from exectrack.errors import InvalidArgumentError
 from exectrack.stores._base import RunFilter, SourceAggregate
-from exectrack.stores._dialect import COLS, sql
+from exectrack.stores._dialect import COLS, Cursor, sql
+from exectrack.stores._rollup import (
+    DURATION,
+    Window,
+    bound_slot,
+    percentile,
+    rollup_filter,
+    window_of,
+)
 from exectrack.stores._sqlread import ReadOps
 
 __all__ = ["AggregateOps"]
@@ -30,6 +38,8 @@ def _permille(q: float) -> int:
         raise InvalidArgumentError(f"quantile {echo(q)}: use at most three decimals")
     return pm
 
+
+_DONE = "finished_at IS NOT NULL AND duration_ms IS NOT NULL"
 
 _EQUALITIES = ("source", "source_ref", "session_id", "parent_id")
 
@@ -64,12 +74,74 @@ class AggregateOps(ReadOps):
         if limits != sorted(limits):
             raise InvalidArgumentError("bucket bounds must be ascending")
         self._ensure_ready()
+        edges = [bound_slot(b) for b in limits]
+        if rollup_filter(flt) and not (limits and (flt.statuses or None in edges)):
+            return self._aggregate_rollups(flt, quantiles, permilles, edges)
+        return self._aggregate_runs(flt, quantiles, permilles, limits)
+
+    def _aggregate_rollups(
+        self,
+        flt: RunFilter,
+        quantiles: Sequence[float],
+        permilles: Sequence[int],
+        edges: Sequence[int | None],
+    ) -> list[SourceAggregate]:
+        """``aggregate`` from the rollups: counts always; percentiles exactly from the
+        runs up to ``exact_quantiles`` finished runs (or with a status filter, which
+        the histograms do not split by), from the histograms beyond; buckets from the
+        histograms (``edges``: each bound's slot)."""
+        window = Window.of(*window_of(flt))
+        with self._read() as cur:
+            counts = self._rollup_counts(cur, window, flt)
+            finished = sum(c.durations for c in counts.values())
+            exact = bool(permilles) and (bool(flt.statuses) or finished <= self.exact_quantiles)
+            hists: dict[tuple[str, str], dict[int, int]] = {}
+            if edges or (permilles and not exact):
+                hists = self._rollup_histograms(cur, window, flt, [DURATION])
+            marks: dict[str, dict[float, float]] = {}
+            if exact:
+                where, params = self._where(flt)
+                marks = self._exact_quantiles(cur, where, params, quantiles, permilles)
+        out = []
+        for src in sorted(counts):
+            c = counts[src]
+            slots = hists.get((src, DURATION), {})
+            if permilles and not exact:
+                found = {
+                    q: percentile(slots, pm) for q, pm in zip(quantiles, permilles, strict=True)
+                }
+                marks[src] = {q: v for q, v in found.items() if v is not None}
+            out.append(
+                SourceAggregate(
+                    source=src,
+                    by_status=c.by_status,
+                    error_codes=c.error_codes,
+                    quantiles=marks.get(src, {}),
+                    buckets=tuple(
+                        sum(n for slot, n in slots.items() if slot <= edge)
+                        for edge in edges
+                        if edge is not None
+                    ),
+                    duration_count=c.durations,
+                    duration_sum_ms=c.duration_sum_ms,
+                )
+            )
+        return out
+
+    def _aggregate_runs(
+        self,
+        flt: RunFilter,
+        quantiles: Sequence[float],
+        permilles: Sequence[int],
+        limits: Sequence[float],
+    ) -> list[SourceAggregate]:
+        """``aggregate`` read from the runs themselves (filters the rollups cannot
+        answer: a session, ref, parent, text, or bucket bounds that cut slots)."""
         d = self.dialect
         where, params = self._where(flt)
         cond = (" WHERE " + " AND ".join(where)) if where else ""
-        done = "finished_at IS NOT NULL AND duration_ms IS NOT NULL"
         bucket_sql = "".join(
-            f", SUM(CASE WHEN {done} AND duration_ms <= ? THEN 1 ELSE 0 END)" for _ in limits
+            f", SUM(CASE WHEN {_DONE} AND duration_ms <= ? THEN 1 ELSE 0 END)" for _ in limits
         )
         counts: dict[str, dict[RunStatus, int]] = {}
         buckets: dict[str, list[int]] = {}
@@ -80,8 +152,8 @@ class AggregateOps(ReadOps):
             cur.execute(
                 sql(
                     d,
-                    f"SELECT source, status, COUNT(*), SUM(CASE WHEN {done} THEN 1 ELSE 0 END), "
-                    f"SUM(CASE WHEN {done} THEN duration_ms ELSE 0 END){bucket_sql} "
+                    f"SELECT source, status, COUNT(*), SUM(CASE WHEN {_DONE} THEN 1 ELSE 0 END), "
+                    f"SUM(CASE WHEN {_DONE} THEN duration_ms ELSE 0 END){bucket_sql} "
                     f"FROM runs{cond} GROUP BY source, status",
                 ),
                 [*limits, *params],
@@ -106,23 +178,7 @@ class AggregateOps(ReadOps):
             for src, code, n in cur.fetchall():
                 codes.setdefault(str(src), {})[str(code)] = int(n)
             if permilles:
-                ranks = ", ".join(f"(cnt * {pm} + 999) / 1000" for pm in sorted(set(permilles)))
-                inner_cond = " AND ".join([*where, done])
-                cur.execute(
-                    sql(
-                        d,
-                        "SELECT source, rn, cnt, duration_ms FROM ("
-                        "SELECT source, duration_ms, "
-                        "ROW_NUMBER() OVER (PARTITION BY source ORDER BY duration_ms) AS rn, "
-                        "COUNT(*) OVER (PARTITION BY source) AS cnt "
-                        f"FROM runs WHERE {inner_cond}) AS ranked WHERE rn IN ({ranks})",
-                    ),
-                    params,
-                )
-                for src, rn, cnt, value in cur.fetchall():
-                    for q, pm in zip(quantiles, permilles, strict=True):
-                        if (int(cnt) * pm + 999) // 1000 == int(rn):
-                            marks.setdefault(str(src), {})[q] = float(value)
+                marks = self._exact_quantiles(cur, where, params, quantiles, permilles)
         return [
             SourceAggregate(
                 source=src,
@@ -135,6 +191,36 @@ class AggregateOps(ReadOps):
             )
             for src in sorted(counts)
         ]
+
+    def _exact_quantiles(
+        self,
+        cur: Cursor,
+        where: list[str],
+        params: list[Any],
+        quantiles: Sequence[float],
+        permilles: Sequence[int],
+    ) -> dict[str, dict[float, float]]:
+        """Nearest-rank duration quantiles per source of the finished runs matching
+        ``where``, in one sorting query."""
+        marks: dict[str, dict[float, float]] = {}
+        ranks = ", ".join(f"(cnt * {pm} + 999) / 1000" for pm in sorted(set(permilles)))
+        inner_cond = " AND ".join([*where, _DONE])
+        cur.execute(
+            sql(
+                self.dialect,
+                "SELECT source, rn, cnt, duration_ms FROM ("
+                "SELECT source, duration_ms, "
+                "ROW_NUMBER() OVER (PARTITION BY source ORDER BY duration_ms) AS rn, "
+                "COUNT(*) OVER (PARTITION BY source) AS cnt "
+                f"FROM runs WHERE {inner_cond}) AS ranked WHERE rn IN ({ranks})",
+            ),
+            params,
+        )
+        for src, rn, cnt, value in cur.fetchall():
+            for q, pm in zip(quantiles, permilles, strict=True):
+                if (int(cnt) * pm + 999) // 1000 == int(rn):
+                    marks.setdefault(str(src), {})[q] = float(value)
+        return marks
 
     def latest_runs(self, filters: Sequence[RunFilter]) -> list[Run | None]:
         self._ensure_ready()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -12,11 +12,21 @@ from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
 from exectrack.errors import SchemaError
 from exectrack.stores._base import RunFilter, SourceSummary
 from exectrack.stores._dialect import COLS, Cursor, SqlDialect, sql
+from exectrack.stores._rollup import (
+    DURATION,
+    FIRST_ITEM,
+    RollupCounts,
+    RollupOps,
+    Window,
+    percentile,
+    rollup_filter,
+    window_of,
+)
 
 __all__ = ["ReadOps"]
 
 
-class ReadOps:
+class ReadOps(RollupOps):
     """Store reads, written once for every engine."""
 
     dialect: SqlDialect
@@ -94,6 +104,10 @@ class ReadOps:
 
     def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
         self._ensure_ready()
+        if rollup_filter(flt):
+            with self._read() as cur:
+                counts = self._rollup_counts(cur, Window.of(*window_of(flt)), flt)
+            return {(src, st): n for src, c in counts.items() for st, n in c.by_status.items()}
         where, params = self._where(flt)
         query = "SELECT source, status, COUNT(*) FROM runs"
         if where:
@@ -164,36 +178,16 @@ class ReadOps:
         )
 
     def summarize(self, since: int | None, now: int) -> list[SourceSummary]:
-        """Per-source figures for the hang-rate report, in a handful of queries."""
+        """Per-source figures for the hang-rate report: counts from the rollups, open
+        runs from their index, percentiles exactly while the window holds at most
+        ``exact_quantiles`` finished runs, from the histograms beyond."""
         self._ensure_ready()
-        ts = self.dialect.ts
-        window = "" if since is None else " AND started_at >= ?"
-        wparams: list[Any] = [] if since is None else [ts(since)]
         d = self.dialect
-        by_status: dict[str, dict[RunStatus, int]] = {}
-        codes: dict[str, dict[str, int]] = {}
+        ts = d.ts
+        window = Window.of(since, None)
         opens: dict[str, tuple[int, int, int, int | None]] = {}
         with self._read() as cur:
-            cur.execute(
-                sql(
-                    d,
-                    f"SELECT source, status, COUNT(*) FROM runs WHERE 1 = 1{window}"
-                    " GROUP BY source, status",
-                ),
-                wparams,
-            )
-            for src, status, n in cur.fetchall():
-                by_status.setdefault(src, {})[RunStatus(status)] = int(n)
-            cur.execute(
-                sql(
-                    d,
-                    "SELECT source, error_code, COUNT(*) FROM runs "
-                    f"WHERE error_code IS NOT NULL{window} GROUP BY source, error_code",
-                ),
-                wparams,
-            )
-            for src, code, n in cur.fetchall():
-                codes.setdefault(src, {})[str(code)] = int(n)
+            counts = self._rollup_counts(cur, window, RunFilter())
             in_window = "1" if since is None else "CASE WHEN started_at >= ? THEN 1 ELSE 0 END"
             cur.execute(
                 sql(
@@ -203,57 +197,70 @@ class ReadOps:
                     f"SUM(CASE WHEN lease_until < ? THEN {in_window} ELSE 0 END), "
                     "MIN(started_at) FROM runs WHERE finished_at IS NULL GROUP BY source",
                 ),
-                [ts(now), ts(now), *wparams],
+                [ts(now), ts(now), *([] if since is None else [ts(since)])],
             )
             for src, n, past, past_in, oldest in cur.fetchall():
                 first = None if oldest is None else d.ts_out(oldest)
                 opens[src] = (int(n), int(past or 0), int(past_in or 0), first)
-            cur.execute(
-                sql(
-                    d,
-                    "SELECT source, COUNT(duration_ms), COUNT(first_item_ms) FROM runs "
-                    f"WHERE finished_at IS NOT NULL{window} GROUP BY source",
-                ),
-                wparams,
-            )
-            counted = {str(src): (int(n), int(f)) for src, n, f in cur.fetchall()}
-
-            def rank(src: str, column: str, q: float) -> float | None:
-                """The ``q`` quantile (nearest rank) of ``column`` among the source's
-                finished runs in the window."""
-                n = counted.get(src, (0, 0))[column == "first_item_ms"]
-                if n == 0:
-                    return None
-                cur.execute(
-                    sql(
-                        d,
-                        f"SELECT {column} FROM runs WHERE source = ? AND finished_at IS NOT NULL"
-                        f" AND {column} IS NOT NULL{window} ORDER BY {column} LIMIT 1 OFFSET ?",
-                    ),
-                    [src, *wparams, max(math.ceil(q * n) - 1, 0)],
+            finished = sum(c.durations + c.first_items for c in counts.values())
+            rank: Callable[[str, str, float], float | None]
+            if finished > self.exact_quantiles:
+                hists = self._rollup_histograms(cur, window, RunFilter(), [DURATION, FIRST_ITEM])
+                rank = lambda src, kind, q: percentile(  # noqa: E731
+                    hists.get((src, kind), {}), round(q * 1000)
                 )
-                row = cur.fetchone()
-                return None if row is None else float(row[0])
+            else:
+                rank = self._exact_rank(cur, since, counts)
 
             summaries = []
-            for src in sorted(set(by_status) | set(opens)):
+            for src in sorted(set(counts) | set(opens)):
                 n_open, past, past_in, oldest = opens.get(src, (0, 0, 0, None))
+                c = counts.get(src)
                 summaries.append(
                     SourceSummary(
                         source=src,
-                        by_status=by_status.get(src, {}),
-                        error_codes=codes.get(src, {}),
+                        by_status={} if c is None else c.by_status,
+                        error_codes={} if c is None else c.error_codes,
                         open=n_open,
                         open_past_lease=past,
                         open_past_lease_in_window=past_in,
                         oldest_open_at=oldest,
-                        p50_ms=rank(src, "duration_ms", 0.50),
-                        p95_ms=rank(src, "duration_ms", 0.95),
-                        first_item_p50_ms=rank(src, "first_item_ms", 0.50),
-                        first_item_p95_ms=rank(src, "first_item_ms", 0.95),
+                        p50_ms=rank(src, DURATION, 0.50),
+                        p95_ms=rank(src, DURATION, 0.95),
+                        first_item_p50_ms=rank(src, FIRST_ITEM, 0.50),
+                        first_item_p95_ms=rank(src, FIRST_ITEM, 0.95),
                     )
                 )
         return summaries
+
+    def _exact_rank(
+        self, cur: Cursor, since: int | None, counts: dict[str, RollupCounts]
+    ) -> Callable[[str, str, float], float | None]:
+        """``rank(source, kind, q)``: the nearest-rank ``q`` quantile of the durations
+        (or times to first item) of the source's finished runs started since
+        ``since``, one sorted read each."""
+        d = self.dialect
+        window = "" if since is None else " AND started_at >= ?"
+        wparams: list[Any] = [] if since is None else [d.ts(since)]
+
+        def rank(src: str, kind: str, q: float) -> float | None:
+            c = counts.get(src)
+            n = 0 if c is None else c.durations if kind == DURATION else c.first_items
+            if n == 0:
+                return None
+            column = "duration_ms" if kind == DURATION else "first_item_ms"
+            cur.execute(
+                sql(
+                    d,
+                    f"SELECT {column} FROM runs WHERE source = ? AND finished_at IS NOT NULL"
+                    f" AND {column} IS NOT NULL{window} ORDER BY {column} LIMIT 1 OFFSET ?",
+                ),
+                [src, *wparams, max(math.ceil(q * n) - 1, 0)],
+            )
+            row = cur.fetchone()
+            return None if row is None else float(row[0])
+
+        return rank
 
 
 def _escape_like(text: str) -> str:

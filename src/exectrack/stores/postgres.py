@@ -58,7 +58,13 @@ from exectrack.stores._base import (
     RunFilter,
     SourceAggregate,
 )
-from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3, runs_table_v4
+from exectrack.stores._dialect import (
+    rollup_tables_v5,
+    runs_table_v1,
+    runs_table_v2,
+    runs_table_v3,
+    runs_table_v4,
+)
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 if TYPE_CHECKING:
@@ -90,6 +96,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "stream facts", runs_table_v2(real="DOUBLE PRECISION")),
     Migration(3, "change feed", runs_table_v3(seq_type="xid8", seq_default="'0'::xid8")),
     Migration(4, "source_ref index", runs_table_v4()),
+    Migration(
+        5,
+        "rollups",
+        rollup_tables_v5(
+            big="BIGINT", real="DOUBLE PRECISION", seq_type="xid8", seq_default="'0'::xid8"
+        ),
+    ),
 )
 
 _DIALECT = SqlDialect(
@@ -127,6 +140,7 @@ _DIALECT = SqlDialect(
     change_settled="change_seq < pg_snapshot_xmin(pg_current_snapshot())",
     seq_cast="::text::xid8",
     seq_out=lambda value: int(str(value)),
+    row_lock=" FOR UPDATE SKIP LOCKED",
 )
 
 _OWN_OPTIONS = ("schema", "pool_min_size", "pool_max_size", "pool_timeout")
@@ -429,6 +443,11 @@ class PostgresStore(SqlStore):
         return self._twice(
             lambda: SqlStore.aggregate(self, flt, quantiles=quantiles, bounds=bounds)
         )[1]
+
+    def fold_rollups(self, *, limit: int | None = None) -> int:
+        # Each chunk is one transaction that moves the fold position with what it
+        # added: a chunk lost before its COMMIT is folded again, never twice.
+        return self._twice(lambda: SqlStore.fold_rollups(self, limit=limit))[1]
 
     def latest_runs(self, filters: Sequence[RunFilter]) -> list[Run | None]:
         return self._twice(lambda: SqlStore.latest_runs(self, filters))[1]

@@ -34,7 +34,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
-from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3, runs_table_v4
+from exectrack.stores._dialect import (
+    rollup_tables_v5,
+    runs_table_v1,
+    runs_table_v2,
+    runs_table_v3,
+    runs_table_v4,
+)
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
@@ -55,6 +61,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "stream facts", runs_table_v2(real="REAL")),
     Migration(3, "change feed", runs_table_v3(seq_type="INTEGER", seq_default="0")),
     Migration(4, "source_ref index", runs_table_v4()),
+    Migration(
+        5,
+        "rollups",
+        rollup_tables_v5(big="INTEGER", real="REAL", seq_type="INTEGER", seq_default="0"),
+    ),
 )
 
 _DIALECT = SqlDialect(

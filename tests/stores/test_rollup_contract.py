@@ -1,0 +1,552 @@
+"""Rollups (schema v5), once per engine: every count, error code, duration bucket and
+percentile read through them equals what the runs themselves give, for any window,
+whatever was folded and whatever was not; a finished run is added exactly once,
+however many processes fold at the same time."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exectrack._model import RunStatus, us_to_datetime
+from exectrack.stores import FinishRun, NewRun, RunFilter
+from exectrack.stores._dialect import sql
+from exectrack.stores._rollup import (
+    DAY_US,
+    HOUR_US,
+    Window,
+    bound_slot,
+    percentile,
+    slot_of,
+    slot_value,
+)
+from exectrack.stores._sql import SqlStore
+
+from .conftest import Target
+
+# 07:23:11.5 on a day: windows built from it cut through hours and days.
+DAY0 = 1_763_942_400_000_000  # 2025-11-24T00:00:00Z
+T0 = DAY0 + 7 * HOUR_US + 23 * 60_000_000 + 11_500_000
+SOURCES = ("chat", "skill", "heartbeat")
+CODES = ("rate_limited", "provider_unavailable", "abandoned")
+
+
+# -- slots, percentiles and windows: pure functions ---------------------------------
+
+
+@given(st.floats(min_value=1e-8, max_value=1e12, allow_nan=False))
+def test_a_slot_is_the_smallest_two_digit_number_at_or_above_the_value(ms: float) -> None:
+    value = slot_value(slot_of(ms))
+    assert value >= ms * (1 - 1e-9)
+    assert value <= ms * 1.1 * (1 + 1e-9)
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    assert round(mantissa * 10) == pytest.approx(mantissa * 10)  # two significant digits
+
+
+@given(st.integers(10, 99), st.integers(-8, 11))
+def test_every_two_digit_number_is_its_own_slot(mantissa: int, exponent: int) -> None:
+    number = float(f"{mantissa}e{exponent - 1}")
+    assert slot_value(slot_of(number)) == number
+    assert bound_slot(number) == slot_of(number)
+
+
+@given(
+    st.floats(min_value=1e-8, max_value=1e12, allow_nan=False),
+    st.floats(min_value=1e-8, max_value=1e12, allow_nan=False),
+)
+def test_slots_sort_like_their_values(a: float, b: float) -> None:
+    if a <= b:
+        assert slot_of(a) <= slot_of(b)
+    else:
+        assert slot_of(a) >= slot_of(b)
+
+
+def test_slot_edges_and_zero() -> None:
+    assert [slot_value(slot_of(v)) for v in (0.7, 1.15, 99.99, 100.0, 100.5, 123.4)] == [
+        0.7,
+        1.2,
+        100.0,
+        100.0,
+        110.0,
+        130.0,
+    ]
+    assert slot_of(0.0) == slot_of(-5.0) == slot_of(float("nan")) == 0
+    assert slot_value(0) == 0.0
+    assert bound_slot(12.5) is None  # three digits: cuts through the slot (12, 13]
+    assert bound_slot(300_000) == slot_of(300_000)
+
+
+def test_percentile_reads_the_nearest_rank_slot() -> None:
+    slots = {slot_of(10): 50, slot_of(20): 45, slot_of(200): 5}
+    assert percentile(slots, 500) == 10.0
+    assert percentile(slots, 501) == 20.0  # rank 51 of 100
+    assert percentile(slots, 950) == 20.0
+    assert percentile(slots, 951) == 200.0
+    assert percentile(slots, 1000) == 200.0
+    assert percentile({}, 500) is None
+
+
+@given(
+    st.one_of(st.none(), st.integers(0, 40 * DAY_US)),
+    st.one_of(st.none(), st.integers(0, 40 * DAY_US)),
+    st.lists(st.integers(0, 40 * DAY_US), min_size=1, max_size=30),
+)
+def test_a_window_is_covered_once_by_its_ranges_and_edges(
+    start: int | None, end: int | None, points: list[int]
+) -> None:
+    window = Window.of(start, end)
+    for at in points:
+        inside = (start is None or at >= start) and (end is None or at < end)
+        hits = sum(
+            1
+            for grain, lo, hi in window.ranges
+            if (lo is None or at - at % grain >= lo) and (hi is None or at - at % grain < hi)
+        )
+        hits += sum(
+            1 for lo, hi in window.raw if (lo is None or at >= lo) and (hi is None or at < hi)
+        )
+        assert hits == (1 if inside else 0), (start, end, at, window)
+        if window.covered is not None and inside:
+            lo, hi = window.covered
+            in_ranges = (lo is None or at >= lo) and (hi is None or at < hi)
+            assert in_ranges == (
+                hits == 1
+                and not any((a is None or at >= a) and (b is None or at < b) for a, b in window.raw)
+            )
+
+
+def test_a_window_uses_days_then_hours_then_runs() -> None:
+    w = Window.of(T0, T0 + 3 * DAY_US)
+    day0 = T0 - T0 % DAY_US + DAY_US
+    assert w.ranges[0] == (DAY_US, day0, day0 + 2 * DAY_US)
+    assert (HOUR_US, T0 - T0 % HOUR_US + HOUR_US, day0) in w.ranges
+    assert w.raw == (
+        (T0, T0 - T0 % HOUR_US + HOUR_US),
+        (T0 - T0 % HOUR_US + 3 * DAY_US, T0 + 3 * DAY_US),
+    )
+    assert Window.of(T0, T0 + 60_000_000).ranges == ()  # within one hour: the runs only
+    assert Window.of(None, None).ranges == ((DAY_US, None, None),)
+
+
+# -- the store: rollups against the runs themselves ----------------------------------
+
+
+@dataclass
+class Fact:
+    source: str
+    started: int
+    status: RunStatus
+    code: str | None
+    duration: float | None
+    first_item: float | None
+
+
+def _workload(store: SqlStore, rnd: random.Random, n: int, start: int, span: int) -> list[str]:
+    """``n`` runs over ``span`` microseconds: created finished in batches, created open
+    and finished later, left open, queued; returns the ids of the runs left open."""
+    batch: list[Any] = []
+    later: list[FinishRun] = []
+    left_open: list[str] = []
+    for i in range(n):
+        at = start + rnd.randrange(span)
+        rid = f"r{start:x}-{i:05d}"
+        source = rnd.choice(SOURCES)
+        roll = rnd.random()
+        status = rnd.choice([RunStatus.SUCCESS] * 5 + [RunStatus.ERROR, RunStatus.TIMEOUT])
+        code = None if status is RunStatus.SUCCESS else rnd.choice(CODES)
+        duration = round(rnd.lognormvariate(4, 1.5), 3)
+        first = round(duration * rnd.random(), 3) if rnd.random() < 0.3 else None
+        if roll < 0.5:  # created finished (a batch folds start and finish together)
+            batch.append(NewRun(rid, source, at, source_ref="ref"))
+            batch.append(
+                FinishRun(
+                    rid,
+                    status,
+                    at + 1000,
+                    duration_ms=duration,
+                    error_code=code,
+                    items=None if first is None else 3,
+                    first_item_ms=first,
+                )
+            )
+        elif roll < 0.85:  # started now, finished later
+            store.create(NewRun(rid, source, at, source_ref="ref"))
+            later.append(
+                FinishRun(
+                    rid,
+                    status,
+                    at + 2000,
+                    duration_ms=duration,
+                    error_code=code,
+                    items=None if first is None else 2,
+                    first_item_ms=first,
+                )
+            )
+        elif roll < 0.95:
+            store.create(NewRun(rid, source, at))
+            left_open.append(rid)
+        else:
+            store.create(NewRun(rid, source, at, status=RunStatus.QUEUED))
+            left_open.append(rid)
+    store.apply(batch)
+    store.apply(later[: len(later) // 2])
+    for f in later[len(later) // 2 :]:
+        store.finish(f)
+    return left_open
+
+
+def _facts(store: SqlStore) -> list[Fact]:
+    runs = store.list_runs(RunFilter(), limit=1_000_000)
+    return [
+        Fact(
+            r.source,
+            int(r.started_at.timestamp() * 1e6) if False else _us(r.started_at),
+            r.status,
+            r.error_code,
+            r.duration_ms if r.finished_at is not None else None,
+            r.first_item_ms if r.finished_at is not None else None,
+        )
+        for r in runs
+    ]
+
+
+def _us(at: datetime) -> int:
+    from exectrack._model import datetime_to_us
+
+    return datetime_to_us(at)
+
+
+def _nearest(values: list[float], permille: int) -> float:
+    ordered = sorted(values)
+    return ordered[max((len(ordered) * permille + 999) // 1000 - 1, 0)]
+
+
+def _check_window(store: SqlStore, facts: list[Fact], start: int | None, end: int | None) -> None:
+    def inside(f: Fact) -> bool:
+        return (start is None or f.started >= start) and (end is None or f.started < end)
+
+    picked = [f for f in facts if inside(f)]
+    flt = RunFilter(
+        started_after=None if start is None else us_to_datetime(start),
+        started_before=None if end is None else us_to_datetime(end),
+    )
+    want_counts = Counter((f.source, f.status) for f in picked)
+    assert store.count_runs(flt) == dict(want_counts), (start, end)
+    only_chat = RunFilter(
+        sources=("chat",),
+        statuses=(RunStatus.ERROR, RunStatus.RUNNING),
+        started_after=flt.started_after,
+        started_before=flt.started_before,
+    )
+    assert store.count_runs(only_chat) == {
+        k: n
+        for k, n in want_counts.items()
+        if k[0] == "chat" and k[1] in (RunStatus.ERROR, RunStatus.RUNNING)
+    }
+    bounds = (5.0, 25.0, 100.0, 300_000.0)
+    for exact in (True, False):
+        store.exact_quantiles = 1_000_000 if exact else 0
+        aggs = {
+            a.source: a for a in store.aggregate(flt, quantiles=(0.5, 0.95, 0.99), bounds=bounds)
+        }
+        assert sorted(aggs) == sorted({f.source for f in picked})
+        for src, agg in aggs.items():
+            mine = [f for f in picked if f.source == src]
+            assert agg.by_status == dict(Counter(f.status for f in mine))
+            assert agg.error_codes == dict(Counter(f.code for f in mine if f.code))
+            durations = [f.duration for f in mine if f.duration is not None]
+            assert agg.duration_count == len(durations)
+            assert agg.duration_sum_ms == pytest.approx(sum(durations))
+            assert agg.buckets == tuple(sum(d <= b for d in durations) for b in bounds)
+            if not durations:
+                assert agg.quantiles == {}
+                continue
+            for q, pm in ((0.5, 500), (0.95, 950), (0.99, 990)):
+                value = _nearest(durations, pm)
+                assert agg.quantiles[q] == (value if exact else slot_value(slot_of(value)))
+        summaries = {s.source: s for s in store.summarize(start, T0 + 40 * DAY_US)}
+        if end is None:
+            for src, s in summaries.items():
+                mine = [f for f in picked if f.source == src]
+                assert s.by_status == dict(Counter(f.status for f in mine))
+                assert s.error_codes == dict(Counter(f.code for f in mine if f.code))
+                for got, values, pm in (
+                    (s.p50_ms, [f.duration for f in mine if f.duration is not None], 500),
+                    (s.p95_ms, [f.duration for f in mine if f.duration is not None], 950),
+                    (
+                        s.first_item_p95_ms,
+                        [f.first_item for f in mine if f.first_item is not None],
+                        950,
+                    ),
+                ):
+                    if not values:
+                        assert got is None
+                        continue
+                    value = _nearest(values, pm)  # type: ignore[arg-type]
+                    assert got == (value if exact else slot_value(slot_of(value)))
+    store.exact_quantiles = SqlStore.exact_quantiles
+
+
+def _windows(rnd: random.Random) -> list[tuple[int | None, int | None]]:
+    out: list[tuple[int | None, int | None]] = [
+        (None, None),
+        (T0, None),
+        (T0 + 2 * DAY_US + 17, None),
+        (T0 + HOUR_US // 3, T0 + HOUR_US // 2),  # inside one hour
+        (T0 - T0 % HOUR_US, T0 - T0 % HOUR_US + 5 * HOUR_US),  # whole hours
+        (T0 - T0 % DAY_US + DAY_US, T0 - T0 % DAY_US + 3 * DAY_US),  # whole days
+    ]
+    for _ in range(6):
+        a = T0 + rnd.randrange(4 * DAY_US)
+        out.append((a, a + rnd.randrange(3 * DAY_US)))
+        out.append((a, None))
+    return out
+
+
+def test_reads_equal_the_runs_folded_or_not(target: Target) -> None:
+    """Half the runs folded, then more written, finished and reaped without a fold:
+    every window's counts, codes, buckets and percentiles (exact and from slots) equal
+    the runs'; after a fold, the same again."""
+    store = target.store
+    rnd = random.Random(11)
+    open_ids = _workload(store, rnd, 300, T0, 4 * DAY_US)
+    _fold_settled(store)
+    assert _rollup_total(store) > 0
+    _workload(store, rnd, 300, T0 + 12 * HOUR_US, 3 * DAY_US)
+    for rid in open_ids[:5]:
+        store.finish(FinishRun(rid, RunStatus.CANCELED, T0 + 5 * DAY_US))
+    facts = _facts(store)
+    for start, end in _windows(rnd):
+        _check_window(store, facts, start, end)
+    total = _rollup_total(store)
+    _fold_settled(store)
+    assert _rollup_total(store) > total
+    assert store.fold_rollups() == 0  # nothing twice
+    assert _rollup_total(store) == sum(1 for f in facts if f.duration is not None)
+    for start, end in _windows(rnd):
+        _check_window(store, facts, start, end)
+
+
+def _fold_settled(store: SqlStore) -> None:
+    """Fold until no finished run is left unfolded. On PostgreSQL a change settles
+    only once no older transaction is open anywhere on the server (other tests',
+    say), so this waits for that, up to 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        store.fold_rollups()
+        with store._read() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM runs WHERE finished_at IS NOT NULL AND (change_seq, id) > "
+                "(SELECT folded_seq, folded_id FROM run_rollup_state)"
+            )
+            if int(cur.fetchone()[0]) == 0:
+                return
+        assert time.monotonic() < deadline, "changes did not settle in 30 s"
+        time.sleep(0.05)
+
+
+def _rollup_total(store: SqlStore) -> int:
+    with store._read() as cur:
+        cur.execute(
+            sql(store.dialect, "SELECT SUM(runs) FROM run_rollups WHERE grain = ?"), (DAY_US,)
+        )
+        day = int(cur.fetchone()[0] or 0)
+        cur.execute(
+            sql(store.dialect, "SELECT SUM(runs) FROM run_rollups WHERE grain = ?"), (HOUR_US,)
+        )
+        hour = int(cur.fetchone()[0] or 0)
+    assert day == hour
+    return day
+
+
+def test_a_run_is_folded_once_when_it_finishes(target: Target) -> None:
+    """An open run is not in the rollups; once finished and folded it is, once; the
+    reaper's finish is folded like any other."""
+    store = target.store
+    store.create(NewRun("a", "chat", T0))
+    store.create(NewRun("b", "chat", T0, lease_until=T0 + 1))
+    _fold_settled(store)
+    assert _rollup_total(store) == 0
+    store.finish(FinishRun("a", RunStatus.SUCCESS, T0 + 5_000, duration_ms=5.0))
+    store.finish(FinishRun("a", RunStatus.ERROR, T0 + 6_000, duration_ms=6.0))  # refused
+    _fold_settled(store)
+    assert _rollup_total(store) == 1
+    assert store.fold_rollups() == 0
+    reaped = store.reap(T0 + 10_000_000)
+    assert [r.run_id for r in reaped] == ["b"]
+    _fold_settled(store)
+    assert _rollup_total(store) == 2
+    counts = store.count_runs(RunFilter())
+    assert counts == {("chat", RunStatus.SUCCESS): 1, ("chat", RunStatus.ERROR): 1}
+
+
+def test_writes_fold_every_so_often(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store folds by itself after ``fold_every`` changes it wrote (created,
+    finished or reaped runs), so reads add few unfolded runs."""
+    store = target.store
+    store.fold_every = 10
+    store._ensure_ready()  # the migration's own fold is not counted
+    calls: list[int] = []
+    fold = store.fold_rollups
+
+    def counted(**kwargs: Any) -> int:
+        calls.append(1)
+        return fold(**kwargs)
+
+    monkeypatch.setattr(store, "fold_rollups", counted)
+    store.apply(
+        [
+            NewRun(
+                f"r{i}",
+                "chat",
+                T0 + i,
+                status=RunStatus.SUCCESS,
+                finished_at=T0 + i + 1,
+                duration_ms=1.0,
+            )
+            for i in range(25)
+        ]
+    )
+    assert len(calls) == 1
+    for i in range(9):
+        store.create(NewRun(f"o{i}", "skill", T0, lease_until=T0))
+    assert len(calls) == 1  # 9 changes: not yet
+    store.finish(FinishRun("o0", RunStatus.SUCCESS, T0 + 9, duration_ms=2.0))
+    assert len(calls) == 2
+    store.reap(T0 + 1_000_000)  # 8 reaped
+    assert len(calls) == 2
+    store.finish(FinishRun("none", RunStatus.SUCCESS, T0 + 9))  # applies nothing
+    store.create(NewRun("o0", "skill", T0))  # exists: creates nothing
+    assert len(calls) == 2
+    store.create(NewRun("n1", "skill", T0))
+    store.create(NewRun("n2", "skill", T0))
+    assert len(calls) == 3
+    if target.engine != "postgres":  # settled at once: the folds added every run
+        assert _rollup_total(store) == 25 + 9
+
+
+def test_concurrent_folds_add_each_run_once(shared_target: Target) -> None:
+    """Three store objects fold while a fourth writes: at the end the rollups hold
+    every finished run exactly once (SQLite serialises folds; PostgreSQL skips a
+    fold while another holds the position)."""
+    writer = shared_target.store
+    folders = [shared_target.open_again() for _ in range(3)]
+    for f in folders:
+        f.fold_chunk = 37  # many small transactions, interleaved
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def fold(store: SqlStore) -> None:
+        try:
+            while not done.is_set():
+                store.fold_rollups()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fold, args=(f,)) for f in folders]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(20):
+            writer.apply(
+                [
+                    NewRun(
+                        f"w{k}-{i}",
+                        SOURCES[i % 3],
+                        T0 + k * HOUR_US + i,
+                        status=RunStatus.SUCCESS,
+                        finished_at=T0 + k * HOUR_US + i + 9,
+                        duration_ms=float(i % 50),
+                    )
+                    for i in range(60)
+                ]
+            )
+    finally:
+        done.set()
+        for t in threads:
+            t.join(60)
+    assert not errors
+    assert not any(t.is_alive() for t in threads)
+    _fold_settled(writer)
+    assert _rollup_total(writer) == 20 * 60
+    assert sum(store_n for store_n in writer.count_runs(RunFilter()).values()) == 1200
+
+
+def test_a_store_that_never_migrates_reads_without_folding(shared_target: Target) -> None:
+    """A read-only store object (migrate=False) adds the unfolded runs itself and
+    writes nothing."""
+    store = shared_target.store
+    store.fold_every = 1_000_000
+    for i in range(30):
+        store.create(NewRun(f"r{i}", "chat", T0 + i * HOUR_US))
+        store.finish(
+            FinishRun(f"r{i}", RunStatus.SUCCESS, T0 + i * HOUR_US + 10, duration_ms=float(i))
+        )
+    from exectrack.stores.postgres import PostgresStore
+    from exectrack.stores.sqlite import SQLiteStore
+
+    reader = (
+        PostgresStore(shared_target.url, migrate=False)
+        if shared_target.engine == "postgres"
+        else SQLiteStore(shared_target.url, migrate=False)
+    )
+    shared_target.opened.append(reader)
+    flt = RunFilter(started_after=us_to_datetime(T0 + 5 * HOUR_US))
+    assert reader.count_runs(flt) == {("chat", RunStatus.SUCCESS): 25}
+    [agg] = reader.aggregate(flt, quantiles=(0.5,))
+    assert agg.quantiles == {0.5: 17.0}
+    assert _rollup_total(store) == 0
+
+
+def test_migrating_a_version_4_database_folds_its_runs(shared_target: Target) -> None:
+    """Runs stored before rollups existed are folded by the migration that adds them."""
+    store = shared_target.open_again()
+    d = store.dialect
+    with store._write() as cur:
+        store._lock_schema(cur)
+        cur.execute(d.migrations_table)
+        for m in store.migrations[:4]:
+            for statement in m.statements:
+                cur.execute(statement)
+            cur.execute(
+                sql(
+                    d,
+                    "INSERT INTO exectrack_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                ),
+                (m.version, m.name, datetime(2026, 1, 1, tzinfo=UTC)),
+            )
+        for i in range(40):
+            cur.execute(
+                sql(
+                    d,
+                    "INSERT INTO runs (id, source, status, started_at, finished_at, duration_ms, "
+                    "updated_at) VALUES (?, 'chat', ?, ?, ?, ?, ?)",
+                ),
+                (
+                    f"old{i}",
+                    "success" if i % 4 else "error",
+                    d.ts(T0 + i),
+                    d.ts(T0 + i + 5),
+                    float(i),
+                    d.ts(T0),
+                ),
+            )
+    assert store.schema_version() == 4
+    store.fold_chunk = 7
+    assert store.migrate() == [5]
+    assert _rollup_total(store) == 40
+    assert store.fold_rollups() == 0
+    assert store.count_runs(RunFilter()) == {
+        ("chat", RunStatus.SUCCESS): 30,
+        ("chat", RunStatus.ERROR): 10,
+    }
