@@ -207,7 +207,7 @@ def bench_engine(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         if not base:
             raise SystemExit("PostgreSQL: pass --url or set EXECTRACK_TEST_POSTGRES_URL")
         sep = "&" if "?" in base else "?"
-        url = target = f"{base}{sep}schema=bench_query"
+        url = target = f"{base}{sep}schema={args.schema}"
     store = open_store(url)
     store.migrate()
     have = query.run_stats(store).total
@@ -245,6 +245,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1_000_000)
     ap.add_argument("--db", default="/tmp/exectrack-query-speed.db")
     ap.add_argument("--url")
+    ap.add_argument("--schema", default="bench_query", help="PostgreSQL schema (kept)")
     ap.add_argument("--repeat", type=int, default=15)
     add_json_flag(ap)
     args = ap.parse_args()

@@ -101,7 +101,11 @@ def test_paging_through_the_feed_returns_every_change_once_in_order(target: Targ
     while len(seen) < n and time.monotonic() < deadline:
         page = query.changes(s, cursor, limit=97)
         if not page.runs:
-            assert page.cursor == cursor
+            # Nothing settled yet (PostgreSQL: another session's older transaction is
+            # open): the cursor stays, or from the start it is the feed's first one.
+            assert query._decode_position(page.cursor) == (
+                (0, "") if cursor is None else query._decode_position(cursor)
+            )
             time.sleep(0.01)
             continue
         seen += [r.id for r in page.runs]

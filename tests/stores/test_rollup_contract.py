@@ -550,3 +550,35 @@ def test_migrating_a_version_4_database_folds_its_runs(shared_target: Target) ->
         ("chat", RunStatus.SUCCESS): 30,
         ("chat", RunStatus.ERROR): 10,
     }
+
+
+def _tricky_values() -> list[float]:
+    rnd = random.Random(5)
+    values = [0.0, 1e-12, 1e-9, 2e-9, 0.7, 1.15, 99.99, 100.0, 100.5, 1e17, 123.456]
+    for exp in range(-8, 15):
+        for mant in (10, 11, 25, 99):
+            number = float(f"{mant}e{exp - 1}")
+            values += [number, math.nextafter(number, math.inf), math.nextafter(number, 0.0)]
+    values += [rnd.lognormvariate(3, 4) for _ in range(300)]
+    return values
+
+
+def test_the_engine_and_python_put_a_value_in_the_same_slot(target: Target) -> None:
+    """A value stored and read back by the engine lands in the slot ``slot_of``
+    gives it, folded or added by a read: powers of ten, slot numbers and the doubles
+    next to them included."""
+    store = target.store
+    values = _tricky_values()
+    store.apply(
+        [
+            NewRun(
+                f"v{i:04d}", "chat", T0, status=RunStatus.SUCCESS, finished_at=T0 + 1, duration_ms=v
+            )
+            for i, v in enumerate(values)
+        ]
+    )
+    _fold_settled(store)
+    with store._read() as cur:
+        hists = store._rollup_histograms(cur, Window.of(None, None), RunFilter(), ["duration"])
+    want = Counter(slot_of(v) for v in values)
+    assert hists[("chat", "duration")] == dict(want)

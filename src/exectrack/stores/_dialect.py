@@ -112,6 +112,9 @@ class SqlDialect:
     # Appended to the SELECT of the fold position (schema v5): PostgreSQL skips a fold
     # while another transaction folds; SQLite's write lock already serialises them.
     row_lock: str = ""
+    # Put before a column to keep the planner from using its index (SQLite's "+x";
+    # PostgreSQL's planner weighs its statistics instead).
+    unindexed: str = ""
 
 
 def sql(dialect: SqlDialect, text: str) -> str:
@@ -217,9 +220,8 @@ def rollup_tables_v5(*, big: str, real: str, seq_type: str, seq_default: str) ->
             bucket {big} NOT NULL,
             source TEXT NOT NULL,
             kind TEXT NOT NULL,
-            slot INTEGER NOT NULL,
-            runs {big} NOT NULL,
-            PRIMARY KEY (grain, bucket, source, kind, slot)
+            counts TEXT NOT NULL,
+            PRIMARY KEY (grain, bucket, source, kind)
         )""",
         f"""CREATE TABLE run_rollup_state (
             id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),

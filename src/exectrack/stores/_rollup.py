@@ -4,7 +4,8 @@ report and /metrics over a window read a few hundred rows instead of every run i
 Each finished run is added once, after it finished: ``fold_rollups`` walks the change
 feed (``change_seq``, schema v3) from where it stopped, adds the runs that are
 finished to ``run_rollups`` (counts by source, status and error code; duration count
-and sum) and to ``run_histograms`` (durations and times to first item, by slot), at
+and sum) and to ``run_histograms`` (durations and times to first item: one row per
+hour or day, source and kind, its slots packed in it), at
 the hour and the day they started, and moves the fold position in the same
 transaction. A finished run never changes again (the first terminal write wins), so
 nothing is ever subtracted, and the writes themselves stay as they were: folding is
@@ -26,6 +27,8 @@ is a slot edge, so its cumulative count is exact.
 
 from __future__ import annotations
 
+import bisect
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -56,36 +59,40 @@ HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 GRAINS = (HOUR_US, DAY_US)
 
-# Slots: (exponent + _OFFSET) * 100 + mantissa, mantissa 10..99 (two digits), so a
-# slot's number is mantissa * 10 ** (exponent - 1) and slots sort like their numbers.
-_OFFSET = 9  # the smallest slot is 1e-9 ms; slot 0 holds zero (and anything below)
-_TINY = 1e-9
+# Slots: (exponent + _OFFSET) * 90 + mantissa - 10, mantissa 10..99 (two digits), so a
+# slot's number is mantissa * 10 ** (exponent - 1), slots sort like their numbers, and
+# a mantissa that rounds up to 100 is the next decade's 10.
+_OFFSET = 9
+_EXPONENTS = range(-_OFFSET, 16)  # values from 1e-9 ms to 1e16 ms (the top slot above)
+_POWERS = {e: float(f"1e{e}") for e in range(-_OFFSET - 1, 17)}
+_TINY = 1e-9  # slot 0 holds zero, anything smaller and NaN
+_ROUND = 1e-9  # 0.7 / 1e-2 is 70.00000000000001: a slot's own number must stay in it
+_TOP = (_EXPONENTS[-1] + _OFFSET) * 90 + 89
 
 DURATION = "duration"
 FIRST_ITEM = "first_item"
+
+
+_UPPERS = [_POWERS[e + 1] for e in _EXPONENTS]  # each decade's end, ascending
 
 
 def slot_of(ms: float) -> int:
     """The slot of a value in ms: the smallest two-significant-digit number >= it."""
     if not ms > _TINY:  # also NaN
         return 0
-    exp = math.floor(math.log10(ms))
-    # 1e-9: a value that is a slot's number must not round up past it (0.7 / 1e-2 is
-    # 70.00000000000001 in binary floating point).
-    mant = math.ceil(ms / 10.0 ** (exp - 1) - 1e-9)
-    if mant < 10:  # log10 rounded up at a power of ten
-        exp, mant = exp - 1, mant * 10
-    if mant > 99:
-        exp, mant = exp + 1, 10
-    return (exp + _OFFSET) * 100 + mant
+    i = bisect.bisect_right(_UPPERS, ms)  # the decade: the first that ends above ms
+    if i == len(_UPPERS):
+        return _TOP
+    exp = _EXPONENTS[i]
+    return (exp + _OFFSET) * 90 + math.ceil(ms / _POWERS[exp - 1] - _ROUND) - 10
 
 
 def slot_value(slot: int) -> float:
     """The number a slot stands for (its upper edge), in ms."""
     if slot <= 0:
         return 0.0
-    exp, mant = divmod(slot, 100)
-    return float(f"{mant}e{exp - _OFFSET - 1}")
+    exp, mant = divmod(slot, 90)
+    return float(f"{mant + 10}e{exp - _OFFSET - 1}")
 
 
 def bound_slot(bound_ms: float) -> int | None:
@@ -107,6 +114,22 @@ def percentile(slots: dict[int, int], permille: int) -> float | None:
         if seen >= max(rank, 1):
             return slot_value(slot)
     raise AssertionError("unreachable: the ranks add up to the total")  # pragma: no cover
+
+
+def pack(slots: dict[int, int]) -> str:
+    """A histogram as stored: JSON ``[slot, runs, slot, runs, ...]``, slots ascending
+    (one row per hour or day and source holds all its slots)."""
+    return json.dumps(
+        [x for slot in sorted(slots) for x in (slot, slots[slot])], separators=(",", ":")
+    )
+
+
+def add_packed(into: dict[int, int], packed: str) -> None:
+    """Add a stored histogram to ``into``."""
+    flat = json.loads(packed)
+    for i in range(0, len(flat), 2):
+        slot = flat[i]
+        into[slot] = into.get(slot, 0) + flat[i + 1]
 
 
 def _floor(us: int, grain: int) -> int:
@@ -221,8 +244,9 @@ class RollupOps:
         return added
 
     def _fold_chunk(self, chunk: int) -> tuple[int, int]:
-        """One transaction: read up to ``chunk`` changes after the fold position and add
-        the finished runs among them; (changes read, runs added)."""
+        """One transaction: add the finished runs among the next ``chunk`` settled
+        changes after the fold position, and move the position past them; (changes
+        read, runs added)."""
         d = self.dialect
         with self._write() as cur:
             cur.execute(
@@ -234,8 +258,8 @@ class RollupOps:
             cur.execute(
                 sql(
                     d,
-                    "SELECT change_seq, id, source, started_at, status, error_code, "
-                    f"duration_ms, first_item_ms, finished_at FROM runs WHERE {d.change_settled} "
+                    "SELECT change_seq, id, finished_at, started_at, source, status, error_code, "
+                    f"duration_ms, first_item_ms FROM runs WHERE {d.change_settled} "
                     f"AND (change_seq, id) > (?{d.seq_cast}, ?) ORDER BY change_seq, id LIMIT ?",
                 ),
                 [d.seq_out(state[0]), state[1], chunk],
@@ -243,30 +267,46 @@ class RollupOps:
             rows = cur.fetchall()
             if not rows:
                 return 0, 0
-            counts: dict[tuple[Any, ...], list[float]] = {}
-            hists: dict[tuple[Any, ...], int] = {}
+            # Added up here per hour (a GROUP BY in the engine costs twice as much: the
+            # slots make most groups a run or two), then the days from the hours.
+            ts_out = d.ts_out
+            hours: dict[tuple[Any, ...], list[Any]] = {}
+            hour_slots: dict[tuple[Any, ...], dict[int, int]] = {}
             added = 0
-            for _seq, _id, source, started, status, code, duration, first, finished in rows:
+            for _seq, _id, finished, started, source, status, code, dur, first in rows:
                 if finished is None:
                     continue
                 added += 1
-                at = d.ts_out(started)
+                at = ts_out(started)
+                bucket = at - at % HOUR_US
+                c = hours.get((bucket, source, status, code))
+                if c is None:
+                    c = hours[(bucket, source, status, code)] = [0, 0, 0.0, 0]
+                c[0] += 1
+                if dur is not None:
+                    c[1] += 1
+                    c[2] += dur
+                    h = hour_slots.setdefault((bucket, source, DURATION), {})
+                    slot = slot_of(dur)
+                    h[slot] = h.get(slot, 0) + 1
+                if first is not None:
+                    c[3] += 1
+                    h = hour_slots.setdefault((bucket, source, FIRST_ITEM), {})
+                    slot = slot_of(first)
+                    h[slot] = h.get(slot, 0) + 1
+            counts: dict[tuple[Any, ...], list[Any]] = {}
+            for (bucket, source, status, code), c in hours.items():
                 for grain in GRAINS:
-                    bucket = _floor(at, grain)
-                    key = (grain, bucket, source, status, code or "")
-                    c = counts.get(key)
-                    if c is None:
-                        c = counts[key] = [0, 0, 0.0, 0]
-                    c[0] += 1
-                    if duration is not None:
-                        c[1] += 1
-                        c[2] += float(duration)
-                        hk = (grain, bucket, source, DURATION, slot_of(float(duration)))
-                        hists[hk] = hists.get(hk, 0) + 1
-                    if first is not None:
-                        c[3] += 1
-                        hk = (grain, bucket, source, FIRST_ITEM, slot_of(float(first)))
-                        hists[hk] = hists.get(hk, 0) + 1
+                    key = (grain, bucket - bucket % grain, source, status, code or "")
+                    total = counts.setdefault(key, [0, 0, 0.0, 0])
+                    for i in range(4):
+                        total[i] += c[i]
+            hists: dict[tuple[Any, ...], dict[int, int]] = {}
+            for (bucket, source, kind), slots in hour_slots.items():
+                for grain in GRAINS:
+                    h = hists.setdefault((grain, bucket - bucket % grain, source, kind), {})
+                    for slot, n in slots.items():
+                        h[slot] = h.get(slot, 0) + n
             if counts:
                 cur.executemany(
                     sql(
@@ -280,29 +320,50 @@ class RollupOps:
                         "duration_sum = run_rollups.duration_sum + excluded.duration_sum, "
                         "first_items = run_rollups.first_items + excluded.first_items",
                     ),
-                    [(*k, int(v[0]), int(v[1]), v[2], int(v[3])) for k, v in counts.items()],
+                    [(*k, *v) for k, v in counts.items()],
                 )
             if hists:
-                cur.executemany(
-                    sql(
-                        d,
-                        "INSERT INTO run_histograms (grain, bucket, source, kind, slot, runs) "
-                        "VALUES (?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (grain, bucket, source, kind, slot) DO UPDATE SET "
-                        "runs = run_histograms.runs + excluded.runs",
-                    ),
-                    [(*k, n) for k, n in hists.items()],
-                )
-            last = rows[-1]
+                self._merge_histograms(cur, hists)
             cur.execute(
                 sql(
                     d,
                     f"UPDATE run_rollup_state SET folded_seq = ?{d.seq_cast}, folded_id = ? "
                     "WHERE id = 1",
                 ),
-                [d.seq_out(last[0]), last[1]],
+                [d.seq_out(rows[-1][0]), rows[-1][1]],
             )
         return len(rows), added
+
+    def _merge_histograms(self, cur: Cursor, hists: dict[tuple[Any, ...], dict[int, int]]) -> None:
+        """Add ``hists`` (per (grain, bucket, source, kind): slot -> runs) to the stored
+        ones: read those of the buckets touched, add, write back. Safe because one
+        fold at a time holds the fold position."""
+        d = self.dialect
+        for grain in GRAINS:
+            buckets = [k[1] for k in hists if k[0] == grain]
+            if not buckets:
+                continue
+            cur.execute(
+                sql(
+                    d,
+                    "SELECT bucket, source, kind, counts FROM run_histograms "
+                    "WHERE grain = ? AND bucket >= ? AND bucket <= ?",
+                ),
+                [grain, min(buckets), max(buckets)],
+            )
+            for bucket, source, kind, counts in cur.fetchall():
+                new = hists.get((grain, bucket, source, kind))
+                if new is not None:
+                    add_packed(new, counts)
+        cur.executemany(
+            sql(
+                d,
+                "INSERT INTO run_histograms (grain, bucket, source, kind, counts) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (grain, bucket, source, kind) DO UPDATE SET counts = excluded.counts",
+            ),
+            [(*k, pack(h)) for k, h in hists.items()],
+        )
 
     # -- reading ------------------------------------------------------------------
 
@@ -337,8 +398,13 @@ class RollupOps:
                 )
             )
         if window.covered is not None:
-            cond, params = _started_between(d, *window.covered)
-            cond.append("(change_seq, id) > (SELECT folded_seq, folded_id FROM run_rollup_state)")
+            # Found through the change index from the fold position on: the window is
+            # checked on each (``unindexed``: SQLite would otherwise scan it by time).
+            cond, params = _started_between(d, *window.covered, column=d.unindexed + "started_at")
+            cond += [
+                "change_seq >= (SELECT folded_seq FROM run_rollup_state)",
+                "(change_seq, id) > (SELECT folded_seq, folded_id FROM run_rollup_state)",
+            ]
             run_arms.append(
                 (
                     f"{raw_select} WHERE finished_at IS NOT NULL AND " + " AND ".join(cond + extra),
@@ -368,7 +434,10 @@ class RollupOps:
                 "CASE WHEN first_item_ms IS NULL THEN 0 ELSE 1 END AS first_items FROM runs"
             ),
         )
-        open_cond, open_params = _started_between(d, window.start, window.end)
+        # Open runs through their own (partial) index, the window checked on each.
+        open_cond, open_params = _started_between(
+            d, window.start, window.end, column=d.unindexed + "started_at"
+        )
         extra, extra_params = _source_status(flt)
         open_arm = (
             "SELECT source, status, '' AS error_code, 1 AS runs, 0 AS durations, "
@@ -415,10 +484,10 @@ class RollupOps:
                 window,
                 flt,
                 rollup_select=(
-                    f"SELECT source, '{kind}' AS kind, slot, runs, "
+                    f"SELECT source, '{kind}' AS kind, counts, "
                     "CAST(NULL AS DOUBLE PRECISION) AS value FROM run_histograms"
                 ),
-                raw_select=f"SELECT source, '{kind}' AS kind, 0 AS slot, 1 AS runs, "
+                raw_select=f"SELECT source, '{kind}' AS kind, NULL AS counts, "
                 f"{column} AS value FROM runs",
             )
             arms += [(a + f" AND kind = '{kind}'", p) for a, p in rollup_arms]
@@ -427,18 +496,16 @@ class RollupOps:
         if not arms:
             return out
         cur.execute(
-            sql(
-                self.dialect,
-                "SELECT source, kind, slot, SUM(runs), value FROM ("
-                + " UNION ALL ".join(a for a, _ in arms)
-                + ") AS parts GROUP BY source, kind, slot, value",
-            ),
+            sql(self.dialect, " UNION ALL ".join(a for a, _ in arms)),
             [p for _, ps in arms for p in ps],
         )
-        for source, kind, slot, runs, value in cur.fetchall():
+        for source, kind, counts, value in cur.fetchall():
             slots = out.setdefault((str(source), str(kind)), {})
-            at = slot_of(float(value)) if value is not None else int(slot)
-            slots[at] = slots.get(at, 0) + int(runs)
+            if counts is not None:
+                add_packed(slots, counts)
+            else:
+                at = slot_of(float(value))
+                slots[at] = slots.get(at, 0) + 1
         return out
 
 
@@ -457,13 +524,15 @@ def _source_status(flt: RunFilter) -> tuple[list[str], list[Any]]:
     return cond, params
 
 
-def _started_between(d: SqlDialect, lo: int | None, hi: int | None) -> tuple[list[str], list[Any]]:
+def _started_between(
+    d: SqlDialect, lo: int | None, hi: int | None, *, column: str = "started_at"
+) -> tuple[list[str], list[Any]]:
     cond: list[str] = []
     params: list[Any] = []
     if lo is not None:
-        cond.append("started_at >= ?")
+        cond.append(f"{column} >= ?")
         params.append(d.ts(lo))
     if hi is not None:
-        cond.append("started_at < ?")
+        cond.append(f"{column} < ?")
         params.append(d.ts(hi))
     return cond, params

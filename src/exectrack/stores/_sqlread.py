@@ -195,7 +195,10 @@ class ReadOps(RollupOps):
                     "SELECT source, COUNT(*), "
                     "SUM(CASE WHEN lease_until < ? THEN 1 ELSE 0 END), "
                     f"SUM(CASE WHEN lease_until < ? THEN {in_window} ELSE 0 END), "
-                    "MIN(started_at) FROM runs WHERE finished_at IS NULL GROUP BY source",
+                    # unindexed: grouping by source must not lead SQLite to scan
+                    # every run through the source index instead of the open ones
+                    "MIN(started_at) FROM runs WHERE finished_at IS NULL "
+                    f"GROUP BY {d.unindexed}source",
                 ),
                 [ts(now), ts(now), *([] if since is None else [ts(since)])],
             )

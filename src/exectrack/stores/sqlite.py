@@ -89,6 +89,7 @@ _DIALECT = SqlDialect(
     change_settled="1 = 1",
     seq_cast="",
     seq_out=int,
+    unindexed="+",
 )
 
 log = logging.getLogger(__name__)
