@@ -14,7 +14,7 @@ from exectrack import _cli_format as fmt
 from exectrack import query
 from exectrack._config import Settings
 from exectrack._model import Run
-from exectrack.errors import ConfigError, DriverMissingError
+from exectrack.errors import ConfigError, DriverMissingError, SchemaTooNewError, StoreError
 from exectrack.stores import Store, redact_url
 
 __all__ = ["add_serve_command", "add_tail_command", "is_loopback"]
@@ -134,6 +134,9 @@ def _line(run: Run) -> str:
     )
 
 
+TAIL_MAX_PAUSE = 5.0  # seconds between polls while the store fails
+
+
 def _cmd_tail(args: argparse.Namespace, store: Store) -> int:
     if args.after is not None:
         cursor: str | None = args.after
@@ -141,8 +144,25 @@ def _cmd_tail(args: argparse.Namespace, store: Store) -> int:
         cursor = None
     else:
         cursor = query.changes_head(store)
+    failing = False
+    pause = args.interval
     while True:
-        changes = query.changes(store, cursor, limit=500)
+        try:
+            changes = query.changes(store, cursor, limit=500)
+        except StoreError as exc:
+            if isinstance(exc, SchemaTooNewError):
+                raise
+            # A restarted server, a locked or moved file: say so once, keep the
+            # cursor, and poll again less often until the store answers.
+            if not failing:
+                print(f"exectrack: {exc}; retrying from where the feed stopped", file=sys.stderr)
+                failing = True
+            time.sleep(pause)
+            pause = min(pause * 2, max(args.interval, TAIL_MAX_PAUSE))
+            continue
+        if failing:
+            print("exectrack: the store answers again", file=sys.stderr)
+            failing, pause = False, args.interval
         for run in changes.runs:
             if args.json:
                 fmt.out(json.dumps(run.to_dict()))

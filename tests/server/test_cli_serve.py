@@ -178,6 +178,59 @@ def test_tail_from_start_as_text(env: dict[str, str], tmp_path: Path, procs: lis
     assert code == 130
 
 
+def test_tail_keeps_following_through_a_store_that_went_away(
+    env: dict[str, str], tmp_path: Path, procs: list[Proc]
+) -> None:
+    """The database file moved away mid-tail: one line on stderr, no exit; moved back
+    with a run added meanwhile, that run is printed, once, and so are later ones."""
+    db = tmp_path / "runs.db"
+    store = open_store(db)
+    store.migrate()
+    head = query.changes_head(store)
+    proc = Proc(["runs", "tail", "--json", "--interval", "0.05", "--after", head], env)
+    procs.append(proc)
+    add_run(store, "first")
+    store.close()
+    assert json.loads(proc.line())["id"] == "first"  # following
+    away = tmp_path / "away.db"
+    db.rename(away)
+    errors: queue.Queue[str] = queue.Queue()
+
+    def read_errors() -> None:
+        assert proc.p.stderr is not None
+        for text in proc.p.stderr:
+            errors.put(text)
+
+    threading.Thread(target=read_errors, daemon=True).start()
+
+    def error_line(part: str) -> str:
+        while True:
+            text = errors.get(timeout=20)
+            if part in text:
+                return text
+
+    try:
+        note = error_line("retrying")
+        assert note.startswith("exectrack: "), note
+        assert proc.p.poll() is None
+        moved = open_store(away)
+        add_run(moved, "meanwhile")
+        moved.close()
+        away.rename(db)
+        assert json.loads(proc.line())["id"] == "meanwhile"
+        assert error_line("answers again").startswith("exectrack: ")
+        back = open_store(db)
+        add_run(back, "after")
+        back.close()
+        assert json.loads(proc.line())["id"] == "after"
+    finally:
+        if away.exists():
+            away.rename(db)
+    code, _ = proc.stop(signal.SIGINT)
+    assert code == 130
+    assert not any("Traceback" in t for t in list(errors.queue))
+
+
 def test_tail_refuses_a_bad_cursor(env: dict[str, str], tmp_path: Path) -> None:
     open_store(tmp_path / "runs.db").migrate()
     r = subprocess.run(
