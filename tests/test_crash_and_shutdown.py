@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import timedelta
 
 import pytest
@@ -183,6 +184,34 @@ def test_sigterm_while_the_main_thread_holds_a_writer_lock_loses_nothing(db_url:
     assert child.wait(30) == -signal.SIGTERM
     runs = open_store(db_url).list_runs(RunFilter(), limit=100)
     assert [r.status for r in runs] == [RunStatus.SUCCESS] * 50
+
+
+SIGTERM_STUCK_CHILD = """
+import sys, threading, time
+import exectrack
+
+t = exectrack.ExecutionTracker(sys.argv[1], strict=True)
+t.start("worker", "open")
+t.flush()
+# A shutdown that never returns (as one blocked on a lock a forked child inherited
+# held would): SIGTERM must still end the process.
+t.shutdown = lambda timeout=None: threading.Event().wait()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_process_even_when_the_shutdown_is_stuck(db_url: str) -> None:
+    """A Pool terminates its workers with SIGTERM and waits for them: a worker whose
+    shutdown hangs must die anyway, just past the exit budget."""
+    from exectrack._exit import EXIT_TIMEOUT
+
+    child = _start_child(SIGTERM_STUCK_CHILD, db_url)
+    started = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(30) == -signal.SIGTERM
+    assert time.monotonic() - started >= EXIT_TIMEOUT  # it did wait for the shutdown
 
 
 EXIT_CHILD = """

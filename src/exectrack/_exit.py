@@ -52,6 +52,7 @@ _main_ident = threading.main_thread().ident
 terminating = False  # SIGTERM was passed on to the application's own handler
 _dying = 0  # the signal that came to exectrack's own handler: the process is ending
 SIGNAL_WAIT = 0.5  # seconds the SIGTERM handler waits for the shutdown before returning
+STUCK_GRACE = 1.0  # past the budget: the shutdown is stuck, the process dies anyway
 
 
 def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
@@ -150,8 +151,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _shutdown_then_die(signum: int) -> None:
+    """The shutdown runs in a thread of its own, waited for past its budget only: a
+    shutdown stuck for good (a lock a forked child inherited held, say) must not keep
+    a process alive that was told to end; its Pool would wait for it forever."""
+    work = threading.Thread(
+        target=shutdown_all, args=(EXIT_TIMEOUT,), name="exectrack-shutdown", daemon=True
+    )
     try:
-        shutdown_all(EXIT_TIMEOUT)
+        work.start()
+        work.join(EXIT_TIMEOUT + STUCK_GRACE)
     finally:
         os.kill(os.getpid(), signum)
         time.sleep(1)  # pragma: no cover - the signal ends the process first
