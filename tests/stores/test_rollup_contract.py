@@ -25,7 +25,9 @@ from exectrack.stores._rollup import (
     DAY_US,
     HOUR_US,
     Window,
+    add_packed,
     bound_slot,
+    pack,
     percentile,
     slot_of,
     slot_value,
@@ -71,6 +73,16 @@ def test_slots_sort_like_their_values(a: float, b: float) -> None:
         assert slot_of(a) >= slot_of(b)
 
 
+def test_a_histogram_is_stored_compact_and_read_back() -> None:
+    """One row per hour or day holds all its slots: as short a text as JSON allows."""
+    slots = {slot_of(110): 2, slot_of(0.5): 7, 0: 1}
+    text = pack(slots)
+    assert text == f"[0,1,{slot_of(0.5)},7,{slot_of(110)},2]"
+    into = {slot_of(110): 1}
+    add_packed(into, text)
+    assert into == {0: 1, slot_of(0.5): 7, slot_of(110): 3}
+
+
 def test_slot_edges_and_zero() -> None:
     assert [slot_value(slot_of(v)) for v in (0.7, 1.15, 99.99, 100.0, 100.5, 123.4)] == [
         0.7,
@@ -80,8 +92,10 @@ def test_slot_edges_and_zero() -> None:
         110.0,
         130.0,
     ]
-    assert slot_of(0.0) == slot_of(-5.0) == slot_of(float("nan")) == 0
+    assert slot_of(0.0) == slot_of(-5.0) == slot_of(float("nan")) == slot_of(1e-9) == 0
     assert slot_value(0) == 0.0
+    assert slot_value(slot_of(1.05e-9)) == 1.1e-9  # the smallest slot above zero
+    assert slot_value(slot_of(2e16)) == slot_value(slot_of(1e17))  # the top slot
     assert bound_slot(12.5) is None  # three digits: cuts through the slot (12, 13]
     assert bound_slot(300_000) == slot_of(300_000)
 

@@ -107,13 +107,13 @@ def percentile(slots: dict[int, int], permille: int) -> float | None:
     total = sum(slots.values())
     if total == 0:
         return None
-    rank = (total * permille + 999) // 1000
+    rank = max((total * permille + 999) // 1000, 1)
     seen = 0
-    for slot in sorted(slots):
+    for slot in sorted(slots):  # not empty: total > 0
         seen += slots[slot]
-        if seen >= max(rank, 1):
-            return slot_value(slot)
-    raise AssertionError("unreachable: the ranks add up to the total")  # pragma: no cover
+        if seen >= rank:
+            break
+    return slot_value(slot)
 
 
 def pack(slots: dict[int, int]) -> str:
@@ -339,10 +339,8 @@ class RollupOps:
         ones: read those of the buckets touched, add, write back. Safe because one
         fold at a time holds the fold position."""
         d = self.dialect
-        for grain in GRAINS:
+        for grain in GRAINS:  # every hour's slots are in its day's too: both are there
             buckets = [k[1] for k in hists if k[0] == grain]
-            if not buckets:
-                continue
             cur.execute(
                 sql(
                     d,
