@@ -15,7 +15,6 @@ runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -134,6 +133,8 @@ def _run(args: argparse.Namespace, spec: Any, store: Store) -> int:
         )
         undo = _quiet_apscheduler(getattr(args, "verbose", 0))
         try:
+            import asyncio  # here, not at import: every command builds this parser
+
             left = asyncio.run(service.run_until_stopped(args.duration, args.grace))
         finally:
             undo()

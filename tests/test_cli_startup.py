@@ -1,0 +1,176 @@
+"""Startup stays light: ``import exectrack`` and the CLI's read commands import none of
+the heavy modules they do not use (asyncio, the tracker and its writer, drivers, ...).
+
+Pinned as "which modules got imported", never as a time: a regression shows up here
+on any machine. bench/cli_startup.py measures the times.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from exectrack import RunStatus
+from exectrack.stores import NewRun, open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Never needed to read runs: the async machinery, the tracker's write path, drivers,
+# and what only `serve`, `demo` or `heartbeat` use.
+HEAVY = {
+    "asyncio",
+    "concurrent.futures",
+    "ssl",
+    "subprocess",
+    "psycopg",
+    "psycopg_pool",
+    "uvicorn",
+    "fastapi",
+    "apscheduler",
+    "exectrack._tracker",
+    "exectrack._writer",
+    "exectrack._lifecycle",
+    "exectrack._wrap",
+    "exectrack._default",
+    "exectrack._redact",
+    "exectrack.server",
+    "exectrack.heartbeat",
+    "exectrack.stores.postgres",
+}
+
+# A bare ``import exectrack`` loads the exceptions and nothing else.
+NOT_ON_IMPORT = {
+    *HEAVY,
+    "typing",
+    "dataclasses",
+    "logging",
+    "threading",
+    "json",
+    "sqlite3",
+    "socket",
+    "exectrack._model",
+    "exectrack.query",
+    "exectrack.stores",
+}
+
+
+def _imported(code: str, *args: str) -> dict[str, list[str]]:
+    """Run ``code`` in a fresh interpreter; return its ``sys.modules`` names and stdout."""
+    probe = (
+        "import sys\n"
+        "def _report(out):\n"
+        "    modules = sorted(sys.modules)  # before the probe's own json\n"
+        "    import json\n"
+        "    sys.__stdout__.write('\\n' + json.dumps({'modules': modules, 'out': out}))\n"
+        f"{code}\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, list[str]] = json.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+def _loaded(modules: list[str], names: set[str]) -> set[str]:
+    """The names in ``names`` that are loaded, as themselves or through a submodule."""
+    return {name for name in names for m in modules if m == name or m.startswith(name + ".")}
+
+
+def test_import_exectrack_loads_only_the_exceptions() -> None:
+    """``import exectrack`` imports exectrack.errors and no other module of its own, and
+    none of asyncio, typing, dataclasses, logging, threading, sqlite3, drivers, ..."""
+    got = _imported("import exectrack\n_report([])")
+    assert {m for m in got["modules"] if m.startswith("exectrack")} == {
+        "exectrack",
+        "exectrack.errors",
+    }
+    assert _loaded(got["modules"], NOT_ON_IMPORT) == set()
+
+
+def test_decorating_loads_the_tracker_only_when_used() -> None:
+    """``@exectrack.with_run`` loads the tracker (it is needed then) but still opens no
+    database: the light import does not move work to the wrong place."""
+    got = _imported(
+        "import exectrack\n"
+        "@exectrack.with_run('skill')\n"
+        "def f(): ...\n"
+        "_report([str(exectrack._default._tracker)])"
+    )
+    assert "exectrack._wrap" in got["modules"]
+    assert got["out"] == ["None"]
+
+
+def test_console_script_is_the_light_entry_point() -> None:
+    """The ``exectrack`` console script calls exectrack.cli:main, the module the tests
+    below import (``python -m exectrack`` goes there too)."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["scripts"]
+    assert scripts == {"exectrack": "exectrack.cli:main"}
+    assert "from exectrack.cli import main" in (ROOT / "src/exectrack/__main__.py").read_text()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite database with a finished run and an open one (something to reap)."""
+    path = tmp_path_factory.mktemp("startup") / "runs.db"
+    url = f"sqlite:///{path}"
+    store = open_store(url, migrate=True)
+    try:
+        store.apply(
+            [
+                NewRun(
+                    "run-1",
+                    "skill",
+                    1_000_000,
+                    source_ref="search",
+                    status=RunStatus.SUCCESS,
+                    finished_at=2_000_000,
+                    duration_ms=1000.0,
+                ),
+                NewRun("run-2", "chat", 3_000_000, owner="elsewhere:1:x"),
+            ]
+        )
+    finally:
+        store.close()
+    return url
+
+
+READ_COMMANDS = [
+    ["--version"],
+    ["runs", "list"],
+    ["runs", "list", "--json"],
+    ["runs", "get", "run-1"],
+    ["runs", "latest", "--source", "skill"],
+    ["runs", "stats"],
+    ["report"],
+    ["reap", "--dry-run"],
+]
+
+
+@pytest.mark.parametrize("argv", READ_COMMANDS, ids=" ".join)
+def test_cli_read_commands_stay_light(db: str, argv: list[str]) -> None:
+    """Each read command, started like the console script, answers (exit 0) without
+    importing asyncio, the tracker, its writer, any driver or the server."""
+    common = [] if argv == ["--version"] else ["--database", db]
+    got = _imported(
+        "import contextlib, io\n"
+        "from exectrack.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    try:\n"
+        "        code = main(sys.argv[1:])\n"
+        "    except SystemExit as exc:\n"  # argparse's --version exits
+        "        code = exc.code\n"
+        "_report([str(code), buf.getvalue()])",
+        *common,
+        *argv,
+    )
+    code, out = got["out"]
+    assert code == "0"
+    assert out.strip()
+    assert _loaded(got["modules"], HEAVY) == set()
