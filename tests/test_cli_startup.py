@@ -27,6 +27,7 @@ HEAVY = {
     "concurrent.futures",
     "ssl",
     "subprocess",
+    "shutil",  # argparse's formatter imports it for the terminal width; exectrack.cli's not
     "psycopg",
     "psycopg_pool",
     "uvicorn",
@@ -174,3 +175,19 @@ def test_cli_read_commands_stay_light(db: str, argv: list[str]) -> None:
     assert code == "0"
     assert out.strip()
     assert _loaded(got["modules"], HEAVY) == set()
+
+
+@pytest.mark.parametrize("columns", [None, "", "0", "-3", "abc", "37", "200"])
+def test_help_width_is_shutils(monkeypatch: pytest.MonkeyPatch, columns: str | None) -> None:
+    """The CLI's help formatter takes the terminal width without importing shutil, and
+    gets the width shutil would (COLUMNS when a positive number, else the terminal's,
+    else 80), so help text wraps exactly as argparse's own formatter wraps it."""
+    import shutil
+
+    from exectrack import cli
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert cli._terminal_columns() == shutil.get_terminal_size().columns

@@ -386,7 +386,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser, time_help: str)
         ),
     )
     actions = lg.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
-    where = argparse.ArgumentParser(add_help=False)
+    where = type(lg)(add_help=False)  # the CLI's parser class (see exectrack.cli)
     group = where.add_argument_group("the legacy table")
     group.add_argument(
         "--legacy-database",

@@ -34,6 +34,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from exectrack import __version__, query
 from exectrack import _cli_format as fmt
@@ -232,12 +233,58 @@ examples:
   exectrack legacy check --tasks tasks.toml --since 7d
 """
 
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``, computed the same way without importing
+    shutil (which imports bz2, lzma, zlib, fnmatch: a few ms of every command)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _TerminalWidth(argparse.HelpFormatter):
+    """argparse's formatter looks the terminal width up through shutil, and a parser makes
+    a formatter for every ``add_argument``; this one passes the same width instead."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2  # what argparse subtracts
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _RawDescription(_TerminalWidth, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with the formatter above. Subcommand parsers are of the
+    parent's class, so the whole tree uses it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _TerminalWidth)
+        super().__init__(*args, **kwargs)
+
+
 _TIME_HELP = "ISO 8601 (2026-11-25T10:00:00Z; no zone means UTC) or an age: 30s, 15m, 2h, 7d, 1w"
 
 
 def _common_options() -> argparse.ArgumentParser:
     """Options accepted before and after the command (``exectrack runs list --database``)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common: argparse.ArgumentParser = _ArgumentParser(add_help=False)
     common.add_argument(
         "--database",
         metavar="URL",
@@ -255,7 +302,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def _filter_options() -> argparse.ArgumentParser:
-    filters = argparse.ArgumentParser(add_help=False)
+    filters: argparse.ArgumentParser = _ArgumentParser(add_help=False)
     group = filters.add_argument_group("filters (combined with AND)")
     group.add_argument(
         "--source",
@@ -292,12 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``exectrack`` command."""
     common = _common_options()
     filters = _filter_options()
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _ArgumentParser(
         prog="exectrack",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=raw,
+        formatter_class=_RawDescription,
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
