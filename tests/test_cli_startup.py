@@ -40,6 +40,10 @@ HEAVY = {
     "exectrack._default",
     "exectrack._redact",
     "exectrack.server",
+    # the parsers of the other commands: only the command line's own path is built
+    "exectrack._cli_serve",
+    "exectrack._cli_demo",
+    "exectrack._cli_heartbeat",
     "exectrack.heartbeat",
     "exectrack.stores.postgres",
 }
@@ -191,3 +195,100 @@ def test_help_width_is_shutils(monkeypatch: pytest.MonkeyPatch, columns: str | N
     else:
         monkeypatch.setenv("COLUMNS", columns)
     assert cli._terminal_columns() == shutil.get_terminal_size().columns
+
+
+PARSED = [
+    [],
+    ["--help"],
+    ["--version"],
+    ["--vers", "runs", "list"],
+    ["--version=1"],
+    ["-x", "--version"],
+    ["--version", "-x"],
+    ["runs", "--version"],
+    ["runs"],
+    ["runs", "--help"],
+    ["runs", "list", "--help"],
+    ["runs", "lst"],
+    ["runz", "list"],
+    ["--database", "sqlite:///x.db", "runs", "list", "--limit", "3"],
+    ["--database=sqlite:///x.db", "-vv", "runs", "list", "--json"],
+    ["--data", "x.db", "runs", "latest", "--source", "skill"],
+    ["--d=x.db", "runs", "stats", "--since", "2h"],
+    ["-v", "--verbose", "runs", "--database", "x.db", "get", "ID"],
+    ["runs", "list", "--database", "x.db", "--status", "error", "--status", "timeout"],
+    ["--database", "-v", "runs", "list"],
+    ["--ver", "runs", "list"],
+    ["--verb", "runs", "list"],
+    ["--", "runs", "list"],
+    ["runs", "--", "list"],
+    ["-", "runs"],
+    ["-x", "runs", "list"],
+    ["runs", "list", "--bogus"],
+    ["runs", "get"],
+    ["runs", "tail", "--after", "c"],
+    ["report", "24h"],
+    ["report", "--since", "30d", "--json"],
+    ["reap", "--dry-run"],
+    ["migrate"],
+    ["serve", "--port", "0"],
+    ["demo", "--no-traffic"],
+    ["heartbeat", "check", "tasks.toml"],
+    ["legacy", "check", "--tasks", "t.toml"],
+    ["legacy"],
+    ["--database"],
+]
+
+
+def _parse(parser: object, argv: list[str]) -> tuple[object, str, str]:
+    """(namespace as a dict, or the exit code) and what argparse printed."""
+    import argparse
+    import contextlib
+    import io
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            result: object = vars(parser.parse_args(argv))
+        except SystemExit as exc:
+            result = ("exit", exc.code)
+    return result, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv", PARSED, ids=" ".join)
+def test_partial_parser_parses_like_the_whole_one(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """The parser built for a command line (only that command's parsers) gives the same
+    namespace, or the same help, usage error and exit code, as the whole parser."""
+    from exectrack import cli
+
+    monkeypatch.setenv("COLUMNS", "100")
+    assert _parse(cli.build_parser(argv), argv) == _parse(cli.build_parser(), argv)
+
+
+def test_partial_parser_builds_only_the_command_path() -> None:
+    """For ``runs list`` the other commands and actions are not built (what saves the
+    time); for a command line naming no command plainly, everything is."""
+    import argparse
+
+    from exectrack import cli
+
+    def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+    partial = cli.build_parser(["--database", "x.db", "runs", "list", "--limit", "3"])
+    assert list(commands(partial)) == ["runs"]
+    assert list(commands(commands(partial)["runs"])) == ["list"]
+    whole = cli.build_parser(["--help"])
+    assert list(commands(whole)) == [
+        "runs",
+        "migrate",
+        "reap",
+        "report",
+        "serve",
+        "demo",
+        "heartbeat",
+        "legacy",
+    ]
