@@ -27,6 +27,7 @@ HEAVY = {
     "concurrent.futures",
     "ssl",
     "subprocess",
+    "secrets",  # (and hmac, OpenSSL's hashes) only for an owner id where /proc is missing
     "shutil",  # argparse's formatter imports it for the terminal width; exectrack.cli's not
     "psycopg",
     "psycopg_pool",
