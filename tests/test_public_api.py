@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import pickle
 import subprocess
 import sys
 import types
@@ -64,30 +65,29 @@ DEFINED_IN = {
     "SystemClock": "exectrack._clock",
     "TrackedRun": "exectrack._wrap",
     "TrackerStats": "exectrack._tracker",
+    "annotate": "exectrack._api",
     "bind_context": "exectrack._context",
     "cancel_reason": "exectrack._lifecycle",
     "current_run": "exectrack._context",
+    "finish_error": "exectrack._api",
+    "finish_success": "exectrack._api",
+    "finish_with_status": "exectrack._api",
+    "flush": "exectrack._api",
     "get_tracker": "exectrack._default",
     "open_store": "exectrack.stores",
     "set_tracker": "exectrack._default",
+    "start": "exectrack._api",
     "success_flag": "exectrack._classify",
+    "with_run": "exectrack._api",
 }
-# Defined in the package itself (thin functions over the default tracker).
-OWN = {
-    "__version__",
-    "annotate",
-    "finish_error",
-    "finish_success",
-    "finish_with_status",
-    "flush",
-    "start",
-    "with_run",
-}
+# The package-level functions are documented (and pickled) as exectrack's own.
+PACKAGE_FUNCTIONS = {name for name, module in DEFINED_IN.items() if module == "exectrack._api"}
 
 
 def _resolve_all_in_fresh_interpreter() -> dict[str, str]:
     """In a new process, ``from exectrack import X`` for every name (and ``import *``):
-    for each name, whether it is the defining module's object ("same"), or what it is."""
+    for each name, "same" when it is the defining module's object, else its repr; for
+    the package-level functions, their ``__module__``."""
     code = (
         "import importlib, json, sys\n"
         "defined = json.loads(sys.argv[1])\n"
@@ -101,7 +101,9 @@ def _resolve_all_in_fresh_interpreter() -> dict[str, str]:
         "        home = getattr(importlib.import_module(defined[name]), name)\n"
         "        out[name] = 'same' if value is home else repr(value)\n"
         "    else:\n"
-        "        out[name] = value.__module__ if callable(value) else repr(value)\n"
+        "        out[name] = repr(value)\n"
+        "    if defined.get(name) == 'exectrack._api':\n"
+        "        out[name + '.__module__'] = value.__module__\n"
         "star = {}\n"
         "exec('from exectrack import *', star)\n"
         "out['*'] = sorted(set(exectrack.__all__) - set(star))\n"
@@ -120,17 +122,25 @@ def _resolve_all_in_fresh_interpreter() -> dict[str, str]:
 
 def test_every_public_name_is_the_defining_modules_object() -> None:
     """Lazy loading changes no identity: ``from exectrack import X`` (and ``import *``)
-    gives, in a fresh interpreter, exactly the object its defining module holds."""
-    assert set(exectrack.__all__) == set(DEFINED_IN) | OWN
+    gives, in a fresh interpreter, exactly the object its defining module holds; the
+    package-level functions still say they are exectrack's."""
+    assert set(exectrack.__all__) == {*DEFINED_IN, "__version__"}
     resolved = _resolve_all_in_fresh_interpreter()
     assert resolved.pop("*") == []
-    assert {name: resolved[name] for name in DEFINED_IN} == dict.fromkeys(DEFINED_IN, "same")
-    assert {name: resolved[name] for name in OWN - {"__version__"}} == dict.fromkeys(
-        OWN - {"__version__"}, "exectrack"
-    )
-    assert resolved["__version__"] == repr(exectrack.__version__)
+    assert resolved.pop("__version__") == repr(exectrack.__version__)
+    assert resolved == {
+        **dict.fromkeys(DEFINED_IN, "same"),
+        **{f"{name}.__module__": "exectrack" for name in PACKAGE_FUNCTIONS},
+    }
     for name, module in DEFINED_IN.items():  # and in this process, already loaded
         assert getattr(exectrack, name) is getattr(importlib.import_module(module), name)
+
+
+def test_package_functions_pickle_by_their_public_name() -> None:
+    """``pickle`` finds ``exectrack.with_run`` (and friends) where they are documented."""
+    for name in PACKAGE_FUNCTIONS:
+        function = getattr(exectrack, name)
+        assert pickle.loads(pickle.dumps(function)) is function
 
 
 def test_submodules_stay_reachable_as_attributes() -> None:

@@ -30,9 +30,17 @@ from exectrack.errors import (
 # ``import exectrack`` loads nothing but the exceptions.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
 
+    from exectrack._api import (
+        annotate,
+        finish_error,
+        finish_success,
+        finish_with_status,
+        flush,
+        start,
+        with_run,
+    )
     from exectrack._classify import ErrorClassifier, ErrorInfo, ResultClassifier, success_flag
     from exectrack._clock import Clock, FakeClock, SystemClock
     from exectrack._context import bind_context, current_run
@@ -116,13 +124,20 @@ _LAZY = {
     "SystemClock": "exectrack._clock",
     "TrackedRun": "exectrack._wrap",
     "TrackerStats": "exectrack._tracker",
+    "annotate": "exectrack._api",
     "bind_context": "exectrack._context",
     "cancel_reason": "exectrack._lifecycle",
     "current_run": "exectrack._context",
+    "finish_error": "exectrack._api",
+    "finish_success": "exectrack._api",
+    "finish_with_status": "exectrack._api",
+    "flush": "exectrack._api",
     "get_tracker": "exectrack._default",
     "open_store": "exectrack.stores",
     "set_tracker": "exectrack._default",
+    "start": "exectrack._api",
     "success_flag": "exectrack._classify",
+    "with_run": "exectrack._api",
 }
 
 # The submodules ``import exectrack`` used to load as a side effect, so that
@@ -171,125 +186,3 @@ if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all
 
     def __dir__() -> list[str]:
         return sorted({*globals(), *__all__, *_SUBMODULES})
-
-
-def with_run(
-    source: str,
-    source_ref: str | None = None,
-    session_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    deadline: Deadline = None,
-    *,
-    classify_result: ResultClassifier | None = None,
-) -> TrackedRun:
-    """Like :meth:`ExecutionTracker.with_run` on the default tracker, which is looked
-    up at each use (so decorating at import time opens nothing)."""
-    from exectrack._wrap import TrackedRun
-
-    return TrackedRun(
-        None,
-        source,
-        source_ref=source_ref,
-        session_id=session_id,
-        metadata=metadata,
-        deadline=deadline,
-        classify_result=classify_result,
-    )
-
-
-def start(
-    source: str,
-    source_ref: str | None = None,
-    session_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    deadline: Deadline = None,
-    *,
-    queued: bool = False,
-) -> RunHandle:
-    """Start a run on the default tracker; finish it with the handle's methods."""
-    from exectrack._default import default_tracker_or_none
-    from exectrack._tracker import null_handle
-
-    tracker = default_tracker_or_none()
-    if tracker is None:
-        return null_handle(source, source_ref)
-    return tracker.start(source, source_ref, session_id, metadata, deadline, queued=queued)
-
-
-def finish_success(
-    target: RunHandle | str, *, metadata: Mapping[str, Any] | None = None
-) -> FinishResult:
-    from exectrack._default import get_tracker
-    from exectrack._tracker import RunHandle
-
-    if isinstance(target, RunHandle):
-        return target.finish_success(metadata=metadata)
-    return get_tracker().finish_success(target, metadata=metadata)
-
-
-def finish_error(
-    target: RunHandle | str,
-    error: BaseException | None = None,
-    *,
-    code: str | None = None,
-    message: str | None = None,
-    retryable: bool | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> FinishResult:
-    from exectrack._default import get_tracker
-    from exectrack._tracker import RunHandle
-
-    if isinstance(target, RunHandle):
-        return target.finish_error(
-            error, code=code, message=message, retryable=retryable, metadata=metadata
-        )
-    return get_tracker().finish_error(
-        target, error, code=code, message=message, retryable=retryable, metadata=metadata
-    )
-
-
-def finish_with_status(
-    target: RunHandle | str,
-    status: RunStatus | str,
-    *,
-    error_code: str | None = None,
-    error_message: str | None = None,
-    retryable: bool | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> FinishResult:
-    from exectrack._default import get_tracker
-    from exectrack._tracker import RunHandle
-
-    if isinstance(target, RunHandle):
-        return target.finish_with_status(
-            status,
-            error_code=error_code,
-            error_message=error_message,
-            retryable=retryable,
-            metadata=metadata,
-        )
-    return get_tracker().finish_with_status(
-        target,
-        status,
-        error_code=error_code,
-        error_message=error_message,
-        retryable=retryable,
-        metadata=metadata,
-    )
-
-
-def annotate(**fields: Any) -> None:
-    """Add metadata to the run active in this context (a no-op when there is none)."""
-    from exectrack._context import current
-
-    handle = current.get()
-    if handle is not None:
-        handle.annotate(**fields)
-
-
-def flush(timeout: float | None = 10.0) -> bool:
-    """Wait until the default tracker committed everything queued so far."""
-    from exectrack._default import default_tracker_or_none
-
-    tracker = default_tracker_or_none()
-    return True if tracker is None else tracker.flush(timeout)
