@@ -13,9 +13,11 @@ them alike.
     .venv/bin/python bench/cli_startup.py [--runs 10000] [--repeat 40] [--json [PATH]]
         [--src LABEL=PATH ...]
 
-Reported per case: the median wall time over --repeat rounds (ms), the min, and the
+Reported per case: the median wall time over --repeat rounds (ms), the min, the
 median CPU time of the process (user + system, ms; less sensitive to a busy machine
-than wall time). A time is never asserted anywhere: this prints figures to compare.
+than wall time) and, with --instructions, the instructions of one run counted by
+valgrind (the same however busy the machine is). A time is never asserted anywhere:
+this prints figures to compare.
 """
 
 from __future__ import annotations
@@ -138,6 +140,22 @@ def check(case: Case, env: dict[str, str]) -> None:
         raise SystemExit(f"{case.key}: exit {out.returncode}\n{out.stdout}\n{out.stderr}")
 
 
+def instructions(argv: list[str], env: dict[str, str]) -> int:
+    """Instructions one run of ``argv`` executes (valgrind's callgrind): unlike a time,
+    the same on a busy machine as on an idle one."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in out.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise SystemExit(f"no instruction count from valgrind for {argv[:3]}")
+
+
 def parse_src(text: str) -> tuple[str, Path]:
     label, sep, path = text.partition("=")
     if not sep or not label or not Path(path, "exectrack").is_dir():
@@ -157,6 +175,12 @@ def main() -> None:
         help="time the commands of the exectrack under PATH (a src directory, e.g. "
         "from `git archive REV src | tar -x -C /tmp/before`), labelled LABEL; repeat "
         "to compare trees in the same rounds (default: this tree's src)",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the instructions of one run of each case under valgrind "
+        "(slow: ~30 s a case; a figure that a busy machine does not change)",
     )
     add_json_flag(parser)
     args = parser.parse_args()
@@ -180,6 +204,11 @@ def main() -> None:
         envs = {c.key: child_env(tmp / "pycache", c.src) for c in all_cases}
         for case in all_cases:
             check(case, envs[case.key])  # also writes the bytecode cache
+        counts: dict[str, int] = {}
+        if args.instructions:
+            for case in all_cases:
+                counts[case.key] = instructions(case.argv, envs[case.key])
+                print(f"  {case.key}: {counts[case.key]:,} instructions", file=sys.stderr)
         walls: dict[str, list[float]] = {c.key: [] for c in all_cases}
         cpus: dict[str, list[float]] = {c.key: [] for c in all_cases}
         for i in range(args.repeat):
@@ -200,6 +229,7 @@ def main() -> None:
                 "wall_ms": median(walls[case.key]),
                 "wall_ms_min": min(walls[case.key]),
                 "cpu_ms": median(cpus[case.key]),
+                "instructions": counts.get(case.key),
                 "baseline": case.baseline,
                 "baseline_wall_ms": median(walls[case.baseline]) if case.baseline else None,
             }
@@ -215,12 +245,16 @@ def main() -> None:
         write_json("-", payload)
         return
     width = max(len(r["case"]) for r in results)
-    print(f"{'case':<{width}}  {'median ms':>9}  {'min ms':>7}  {'cpu ms':>7}  raw baseline (ms)")
+    print(
+        f"{'case':<{width}}  {'median ms':>9}  {'min ms':>7}  {'cpu ms':>7}  "
+        f"{'M instr':>7}  raw baseline (ms)"
+    )
     for r in results:
         base = "" if r["baseline"] is None else f"{r['baseline_wall_ms']:.1f} ({r['baseline']})"
+        count = "-" if r["instructions"] is None else f"{r['instructions'] / 1e6:.0f}"
         print(
             f"{r['case']:<{width}}  {r['wall_ms']:>9.1f}  {r['wall_ms_min']:>7.1f}  "
-            f"{r['cpu_ms']:>7.1f}  {base}"
+            f"{r['cpu_ms']:>7.1f}  {count:>7}  {base}"
         )
     if args.json:
         write_json(args.json, payload)
