@@ -135,5 +135,6 @@ def flush(timeout: float | None = 10.0) -> bool:
     return True if tracker is None else tracker.flush(timeout)
 
 
-for _name in __all__:
+for _name in __all__:  # where they are documented, and where pickle finds them
     globals()[_name].__module__ = "exectrack"
+del _name
