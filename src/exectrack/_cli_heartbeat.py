@@ -15,7 +15,6 @@ runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -134,6 +133,8 @@ def _run(args: argparse.Namespace, spec: Any, store: Store) -> int:
         )
         undo = _quiet_apscheduler(getattr(args, "verbose", 0))
         try:
+            import asyncio  # here, not at import: every command builds this parser
+
             left = asyncio.run(service.run_until_stopped(args.duration, args.grace))
         finally:
             undo()
@@ -385,7 +386,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser, time_help: str)
         ),
     )
     actions = lg.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
-    where = argparse.ArgumentParser(add_help=False)
+    where = type(lg)(add_help=False)  # the CLI's parser class (see exectrack.cli)
     group = where.add_argument_group("the legacy table")
     group.add_argument(
         "--legacy-database",

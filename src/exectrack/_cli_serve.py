@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import json
-import socket
 import sys
-import time
+from typing import TYPE_CHECKING
 
 from exectrack import _cli_format as fmt
 from exectrack import query
@@ -16,6 +13,12 @@ from exectrack._config import Settings
 from exectrack._model import Run
 from exectrack.errors import ConfigError, DriverMissingError, SchemaTooNewError, StoreError
 from exectrack.stores import Store, redact_url
+
+if TYPE_CHECKING:
+    import socket
+
+# ipaddress, json, socket and time are imported where they are used: building the
+# parser (every command does) must not pay for them.
 
 __all__ = ["add_serve_command", "add_tail_command", "is_loopback"]
 
@@ -27,6 +30,8 @@ def is_loopback(host: str) -> bool:
     """Whether binding ``host`` only accepts connections from this machine."""
     if host.strip().lower() == "localhost":
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
     except ValueError:
@@ -34,6 +39,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    import socket
+
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -138,6 +145,9 @@ TAIL_MAX_PAUSE = 5.0  # seconds between polls while the store fails
 
 
 def _cmd_tail(args: argparse.Namespace, store: Store) -> int:
+    import json
+    import time
+
     if args.after is not None:
         cursor: str | None = args.after
     elif args.from_start:

@@ -8,7 +8,6 @@ An owner id is ``host:pid:token``. On Linux the token is the process start time 
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 
 __all__ = ["generation", "owner_alive", "parse_owner", "process_owner", "start_token"]
@@ -34,7 +33,11 @@ def process_owner() -> str:
     global _owner
     if _owner is None:
         pid = os.getpid()
-        token = start_token(pid) or "x" + secrets.token_hex(4)
+        token = start_token(pid)
+        if not token:
+            import secrets  # here: it loads OpenSSL's hashes, and only this needs it
+
+            token = "x" + secrets.token_hex(4)
         _owner = f"{socket.gethostname()}:{pid}:{token}"
     return _owner
 

@@ -34,6 +34,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from exectrack import __version__, query
 from exectrack import _cli_format as fmt
@@ -232,12 +233,58 @@ examples:
   exectrack legacy check --tasks tasks.toml --since 7d
 """
 
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``, computed the same way without importing
+    shutil (which imports bz2, lzma, zlib, fnmatch: a few ms of every command)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _TerminalWidth(argparse.HelpFormatter):
+    """argparse's formatter looks the terminal width up through shutil, and a parser makes
+    a formatter for every ``add_argument``; this one passes the same width instead."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2  # what argparse subtracts
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _RawDescription(_TerminalWidth, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with the formatter above. Subcommand parsers are of the
+    parent's class, so the whole tree uses it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _TerminalWidth)
+        super().__init__(*args, **kwargs)
+
+
 _TIME_HELP = "ISO 8601 (2026-11-25T10:00:00Z; no zone means UTC) or an age: 30s, 15m, 2h, 7d, 1w"
 
 
 def _common_options() -> argparse.ArgumentParser:
     """Options accepted before and after the command (``exectrack runs list --database``)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common: argparse.ArgumentParser = _ArgumentParser(add_help=False)
     common.add_argument(
         "--database",
         metavar="URL",
@@ -255,7 +302,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def _filter_options() -> argparse.ArgumentParser:
-    filters = argparse.ArgumentParser(add_help=False)
+    filters: argparse.ArgumentParser = _ArgumentParser(add_help=False)
     group = filters.add_argument_group("filters (combined with AND)")
     group.add_argument(
         "--source",
@@ -288,16 +335,81 @@ def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print JSON: {what}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``exectrack`` command."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the ``exectrack`` command.
+
+    Given the command line, only the parsers on its command's path are built (the
+    whole tree is some twenty parsers, a few ms at every start): the result parses
+    ``argv`` exactly as the whole parser would. Without ``argv``, or when the command
+    line does not name a command plainly, the whole parser is built.
+    """
+    path = None if argv is None else _command_path(argv)
+    if path is not None:
+        parser = _build(path)
+        if _holds(parser, path):
+            return parser
+    return _build(None)
+
+
+def _command_path(argv: Sequence[str]) -> tuple[str, ...] | None:
+    """The first two words of ``argv`` that are not options (``("runs", "list")``,
+    ``("report", ...)``), skipping the options accepted before a command; ``()`` for
+    ``--version``; None when an option before the command is another one (help,
+    ``--``, ...)."""
+    words: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("-") or arg == "-":
+            words.append(arg)
+            if len(words) == 2:
+                break
+            continue
+        name, eq, _ = arg.partition("=")
+        if len(name) >= 3 and "--database".startswith(name):  # argparse takes prefixes
+            if not eq:
+                next(args, None)  # its value
+        elif name == "--verbose" or (name[1:] and name[1:] == "v" * len(name[1:])):
+            pass  # -v, -vv, ...
+        elif len(name) >= 6 and "--version".startswith(name) and not words:
+            return ()  # argparse prints the version when it meets the option: no command
+        elif words:
+            break  # the command's own options follow
+        else:
+            return None
+    return tuple(words) or None
+
+
+def _holds(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> bool:
+    """Whether ``parser`` has the command (and the action, for a command with actions)
+    that ``path`` names, so parsing cannot miss a part that was not built."""
+    for word in path:
+        choices = next(
+            (a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+            None,
+        )
+        if choices is None:
+            return True  # a command without actions: later words are its arguments
+        if word not in choices:
+            return False
+        parser = choices[word]
+    return True
+
+
+def _build(path: tuple[str, ...] | None) -> argparse.ArgumentParser:
+    """The parser, with only the commands on ``path`` (all of them for None)."""
+
+    def want(*words: str) -> bool:
+        """Whether to build the parser of ``words`` (a command, or a command's action)."""
+        if path is None:
+            return True
+        return bool(path) and path[: len(words)] == words[: len(path)]
+
     common = _common_options()
-    filters = _filter_options()
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _ArgumentParser(
         prog="exectrack",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=raw,
+        formatter_class=_RawDescription,
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -305,127 +417,147 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", dest="command", required=True, metavar="COMMAND"
     )
 
-    runs = commands.add_parser(
-        "runs",
-        parents=[common],
-        help="list, show and count recorded runs",
-        description="List, show and count recorded runs (newest first).",
-    )
-    actions = runs.add_subparsers(title="actions", dest="action", required=True, metavar="ACTION")
+    if want("runs"):
+        filters = _filter_options()
+        runs = commands.add_parser(
+            "runs",
+            parents=[common],
+            help="list, show and count recorded runs",
+            description="List, show and count recorded runs (newest first).",
+        )
+        actions = runs.add_subparsers(
+            title="actions", dest="action", required=True, metavar="ACTION"
+        )
 
-    p = actions.add_parser(
-        "list",
-        parents=[common, filters],
-        help="list runs, newest first, one page at a time",
-        description=(
-            "List runs matching the filters, newest first. Pages are keyset-based: pass "
-            "the cursor printed after a page (next_cursor with --json) to get the next "
-            "one; runs recorded meanwhile never make a page repeat or skip a run."
-        ),
-    )
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=50,
-        metavar="N",
-        help=f"runs per page, 1-{query.MAX_PAGE_SIZE} (default: 50)",
-    )
-    p.add_argument("--cursor", metavar="CURSOR", help="continue after a previous page")
-    _json_option(p, '{"runs": [...], "next_cursor": ...}')
-    p.set_defaults(handler=_cmd_list)
+        if want("runs", "list"):
+            p = actions.add_parser(
+                "list",
+                parents=[common, filters],
+                help="list runs, newest first, one page at a time",
+                description=(
+                    "List runs matching the filters, newest first. Pages are keyset-based: pass "
+                    "the cursor printed after a page (next_cursor with --json) to get the next "
+                    "one; runs recorded meanwhile never make a page repeat or skip a run."
+                ),
+            )
+            p.add_argument(
+                "--limit",
+                type=int,
+                default=50,
+                metavar="N",
+                help=f"runs per page, 1-{query.MAX_PAGE_SIZE} (default: 50)",
+            )
+            p.add_argument("--cursor", metavar="CURSOR", help="continue after a previous page")
+            _json_option(p, '{"runs": [...], "next_cursor": ...}')
+            p.set_defaults(handler=_cmd_list)
 
-    p = actions.add_parser(
-        "get",
-        parents=[common],
-        help="show one run by id",
-        description="Show every field of one run, metadata included. Exits 1 if no run has ID.",
-    )
-    p.add_argument("id", metavar="ID", help="the run id (a UUID)")
-    _json_option(p, "the run's fields")
-    p.set_defaults(handler=_cmd_get)
+        if want("runs", "get"):
+            p = actions.add_parser(
+                "get",
+                parents=[common],
+                help="show one run by id",
+                description=(
+                    "Show every field of one run, metadata included. Exits 1 if no run has ID."
+                ),
+            )
+            p.add_argument("id", metavar="ID", help="the run id (a UUID)")
+            _json_option(p, "the run's fields")
+            p.set_defaults(handler=_cmd_get)
 
-    p = actions.add_parser(
-        "latest",
-        parents=[common, filters],
-        help="show the newest run matching the filters",
-        description=(
-            "Show the newest run matching the filters, like `runs get` (e.g. the last "
-            "run of one scheduled task). Exits 1 if no run matches."
-        ),
-    )
-    _json_option(p, "the run's fields")
-    p.set_defaults(handler=_cmd_latest)
+        if want("runs", "latest"):
+            p = actions.add_parser(
+                "latest",
+                parents=[common, filters],
+                help="show the newest run matching the filters",
+                description=(
+                    "Show the newest run matching the filters, like `runs get` (e.g. the last "
+                    "run of one scheduled task). Exits 1 if no run matches."
+                ),
+            )
+            _json_option(p, "the run's fields")
+            p.set_defaults(handler=_cmd_latest)
 
-    p = actions.add_parser(
-        "stats",
-        parents=[common, filters],
-        help="count runs by status and by source",
-        description=(
-            "Count the runs matching the filters by status and by source, with the "
-            "number still open and the error rate (error + timeout among finished runs)."
-        ),
-    )
-    _json_option(p, "total, open, error_rate, by_status, by_source")
-    p.set_defaults(handler=_cmd_stats)
+        if want("runs", "stats"):
+            p = actions.add_parser(
+                "stats",
+                parents=[common, filters],
+                help="count runs by status and by source",
+                description=(
+                    "Count the runs matching the filters by status and by source, with the "
+                    "number still open and the error rate (error + timeout among finished runs)."
+                ),
+            )
+            _json_option(p, "total, open, error_rate, by_status, by_source")
+            p.set_defaults(handler=_cmd_stats)
 
-    from exectrack._cli_serve import add_serve_command, add_tail_command
+        if want("runs", "tail"):
+            from exectrack._cli_serve import add_tail_command
 
-    add_tail_command(actions, common)
+            add_tail_command(actions, common)
 
-    p = commands.add_parser(
-        "migrate",
-        parents=[common],
-        help="create or upgrade the database schema",
-        description=(
-            "Apply pending schema migrations (creating the database if needed) and print "
-            "the versions applied, or that the schema is up to date. This is the only "
-            "command that creates or changes a database; the others exit 1 on a "
-            "database without exectrack's schema."
-        ),
-    )
-    _json_option(p, "database, applied (versions), version")
-    p.set_defaults(handler=_cmd_migrate, creates=True)
+    if want("migrate"):
+        p = commands.add_parser(
+            "migrate",
+            parents=[common],
+            help="create or upgrade the database schema",
+            description=(
+                "Apply pending schema migrations (creating the database if needed) and print "
+                "the versions applied, or that the schema is up to date. This is the only "
+                "command that creates or changes a database; the others exit 1 on a "
+                "database without exectrack's schema."
+            ),
+        )
+        _json_option(p, "database, applied (versions), version")
+        p.set_defaults(handler=_cmd_migrate, creates=True)
 
-    p = commands.add_parser(
-        "reap",
-        parents=[common],
-        help="finish runs left open by dead processes or past their deadline",
-        description=(
-            "Finish, once, every open run whose process on this host is gone or whose "
-            "lease expired (error/abandoned), or that is past its deadline "
-            "(timeout/deadline_exceeded); a queued one ends canceled. Prints what it "
-            "finished. Safe to run beside live processes and other reapers."
-        ),
-    )
-    p.add_argument("--dry-run", action="store_true", help="show what would be finished")
-    _json_option(p, "dry_run, reaped (id, source, status, error_code, reason, ...)")
-    p.set_defaults(handler=_cmd_reap)
+    if want("reap"):
+        p = commands.add_parser(
+            "reap",
+            parents=[common],
+            help="finish runs left open by dead processes or past their deadline",
+            description=(
+                "Finish, once, every open run whose process on this host is gone or whose "
+                "lease expired (error/abandoned), or that is past its deadline "
+                "(timeout/deadline_exceeded); a queued one ends canceled. Prints what it "
+                "finished. Safe to run beside live processes and other reapers."
+            ),
+        )
+        p.add_argument("--dry-run", action="store_true", help="show what would be finished")
+        _json_option(p, "dry_run, reaped (id, source, status, error_code, reason, ...)")
+        p.set_defaults(handler=_cmd_reap)
 
-    p = commands.add_parser(
-        "report",
-        parents=[common],
-        help="hang rate and outcomes per source",
-        description=(
-            "Per source, over the runs started in the window: runs started and how "
-            "they ended, runs open (and open past their lease), runs reaped as "
-            "abandoned, the hang rate ((abandoned + open past lease) / started), the "
-            "age of the oldest open run, p50/p95 duration, p50/p95 time to first item "
-            "of streams, and the top error codes."
-        ),
-    )
-    p.add_argument("--since", metavar="TIME", help=f"window start: {_TIME_HELP} (default: all)")
-    _json_option(p, "since, now, sources [...]")
-    p.set_defaults(handler=_cmd_report)
+    if want("report"):
+        p = commands.add_parser(
+            "report",
+            parents=[common],
+            help="hang rate and outcomes per source",
+            description=(
+                "Per source, over the runs started in the window: runs started and how "
+                "they ended, runs open (and open past their lease), runs reaped as "
+                "abandoned, the hang rate ((abandoned + open past lease) / started), the "
+                "age of the oldest open run, p50/p95 duration, p50/p95 time to first item "
+                "of streams, and the top error codes."
+            ),
+        )
+        p.add_argument("--since", metavar="TIME", help=f"window start: {_TIME_HELP} (default: all)")
+        _json_option(p, "since, now, sources [...]")
+        p.set_defaults(handler=_cmd_report)
 
-    add_serve_command(commands, common)
+    if want("serve"):
+        from exectrack._cli_serve import add_serve_command
 
-    from exectrack._cli_demo import add_demo_command
+        add_serve_command(commands, common)
 
-    add_demo_command(commands, common)
+    if want("demo"):
+        from exectrack._cli_demo import add_demo_command
 
-    from exectrack import _cli_heartbeat  # heartbeat and legacy commands
+        add_demo_command(commands, common)
 
-    _cli_heartbeat.add_commands(commands, common, _TIME_HELP)
+    if want("heartbeat") or want("legacy"):
+        from exectrack import _cli_heartbeat
+
+        _cli_heartbeat.add_commands(commands, common, _TIME_HELP)
+
     return parser
 
 
@@ -487,7 +619,7 @@ def _quiet_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``exectrack`` command; return its exit code (never raises for user errors)."""
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: keep argparse's code
