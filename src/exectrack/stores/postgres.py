@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import re
@@ -60,6 +61,7 @@ from exectrack.stores._base import (
 )
 from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3, runs_table_v4
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
+from exectrack.stores._text import PG_TEXT_INDEXES, postgres_text_index, postgres_text_term
 
 if TYPE_CHECKING:
     import psycopg
@@ -90,12 +92,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "stream facts", runs_table_v2(real="DOUBLE PRECISION")),
     Migration(3, "change feed", runs_table_v3(seq_type="xid8", seq_default="'0'::xid8")),
     Migration(4, "source_ref index", runs_table_v4()),
+    Migration(5, "text search index", postgres_text_index()),
 )
 
 _DIALECT = SqlDialect(
     param="%s",
     json_param="%s::jsonb",
-    like="ILIKE",
     # EXTRACT gives exact numeric seconds; the column rounds once, like SQLite's division.
     duration_since_start="EXTRACT(EPOCH FROM (?::timestamptz - started_at)) * 1000",
     multirow=False,
@@ -127,7 +129,11 @@ _DIALECT = SqlDialect(
     change_settled="change_seq < pg_snapshot_xmin(pg_current_snapshot())",
     seq_cast="::text::xid8",
     seq_out=lambda value: int(str(value)),
+    text_term=postgres_text_term,
+    text_page=None,
 )
+
+log = logging.getLogger(__name__)
 
 _OWN_OPTIONS = ("schema", "pool_min_size", "pool_max_size", "pool_timeout")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -480,6 +486,36 @@ class PostgresStore(SqlStore):
         cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
         if cur.fetchone() is None:
             cur.execute(f'CREATE SCHEMA "{self.schema}"')
+
+    text_extension = "pg_trgm"  # schema v5's text index (``_text.py``)
+    _text_scan_logged = False
+
+    def _after_migrations(self, cur: Cursor) -> None:
+        """Text search's trigram indexes, when the migration could not create them
+        (``pg_trgm`` missing or not creatable): tried again at every migrate, since
+        the extension may have been installed since; while they are missing, text
+        search scans, said once per store."""
+        if self._has_text_indexes(cur):
+            return
+        for statement in postgres_text_index(self.text_extension):
+            cur.execute(statement)
+        if self._has_text_indexes(cur) or self._text_scan_logged:
+            return
+        self._text_scan_logged = True
+        log.warning(
+            "exectrack: the pg_trgm extension is not available on %s (it could not be "
+            "created); text search scans the runs table. Create it (CREATE EXTENSION "
+            "pg_trgm, as a role allowed to) and the next start indexes the text",
+            self.url,
+        )
+
+    def _has_text_indexes(self, cur: Cursor) -> bool:
+        cur.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            PG_TEXT_INDEXES,
+        )
+        row = cur.fetchone()
+        return bool(row and row[0])
 
     def _has_migrations_table(self, cur: Cursor) -> bool:
         cur.execute("SELECT to_regclass('exectrack_migrations') IS NOT NULL")

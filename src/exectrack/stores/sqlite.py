@@ -36,6 +36,7 @@ from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
 from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3, runs_table_v4
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
+from exectrack.stores._text import sqlite_text_index, sqlite_text_page, sqlite_text_term
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
 
@@ -55,12 +56,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "stream facts", runs_table_v2(real="REAL")),
     Migration(3, "change feed", runs_table_v3(seq_type="INTEGER", seq_default="0")),
     Migration(4, "source_ref index", runs_table_v4()),
+    Migration(5, "text search index", sqlite_text_index()),
 )
 
 _DIALECT = SqlDialect(
     param="?",
     json_param="?",
-    like="LIKE",
     duration_since_start="(? - started_at) / 1000.0",
     multirow=True,
     duration_between="({end} - {start}) / 1000.0",
@@ -78,6 +79,8 @@ _DIALECT = SqlDialect(
     change_settled="1 = 1",
     seq_cast="",
     seq_out=int,
+    text_term=sqlite_text_term,
+    text_page=sqlite_text_page,
 )
 
 log = logging.getLogger(__name__)
@@ -403,6 +406,19 @@ class SQLiteStore(SqlStore):
                 self._readers -= 1
                 if not self._readers:
                     self._gate.notify_all()
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[Cursor]:
+        """``_read`` in one read transaction: the steps of a text-filtered page
+        (``_text.sqlite_text_page``) see the same runs."""
+        with self._read() as cur:
+            conn = self._conn()
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            finally:
+                if conn.in_transaction:  # a read: ending it loses nothing
+                    conn.execute("ROLLBACK")
 
     def _lock_schema(self, cur: Cursor) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's write lock."""

@@ -1,0 +1,249 @@
+"""The ``text`` filter without a scan: schema version 5 and the reads that use it.
+
+What ``RunFilter.text`` means, the same on every engine and whatever the index: the
+needle is a literal (``%``, ``_`` and ``\\`` are plain characters) found anywhere in
+``source_ref`` or in ``error_message``; ASCII letters match either case, no other
+letter does (SQLite's LIKE folds only ASCII; PostgreSQL's ILIKE is given the "C"
+collation so that a database's locale folds nothing more); a NULL column matches
+nothing. An index only narrows the candidates: the same LIKE/ILIKE as before decides
+every row, so the answer never depends on whether or how the index was used.
+
+SQLite: an FTS5 table ``runs_text`` with the trigram tokenizer over the two columns,
+external content (the ``runs`` rows themselves, by rowid: ``runs`` has indexes, so
+VACUUM keeps its rowids), kept in sync by triggers that fire only when a searched
+column is set or changes (a successful finish writes nothing to it). ``detail=none``:
+no token positions, a third of ``detail=full``'s size and build time, and faster
+queries; the trigrams of a needle are ANDed and the LIKE recheck restores adjacency.
+A page is read in up to three short steps (``sqlite_text_page``). Needles shorter
+than three characters have no trigram and keep the scan (the newest runs first,
+stopping at a full page: such needles usually match often).
+
+PostgreSQL: ``pg_trgm`` GIN indexes on each column (``COLLATE "C"``, partial on NOT
+NULL) serve ``ILIKE`` directly, and the planner picks between them and the
+``started_at`` order from the column statistics. When the extension cannot be
+created (no privilege, not installed on the server) the migration still succeeds,
+text search scans as before, and the store logs that once; each later migrate of a
+store (every process start) tries again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exectrack.stores._dialect import Cursor
+
+__all__ = [
+    "PG_TEXT_INDEXES",
+    "postgres_text_index",
+    "postgres_text_term",
+    "sqlite_text_index",
+    "sqlite_text_page",
+    "sqlite_text_term",
+    "trigrams",
+]
+
+# A trigram with fewer postings than this is "rare": the candidates it gives are few
+# enough to fetch by rowid and recheck (about 1 ms for a full set).
+RARE = 1000
+# Trigrams of one needle counted (SQLite): each costs up to ~0.2 ms.
+PROBED = 12
+# Trigrams ANDed when every one is common: each costs ~6-9 ms at a million runs.
+COMMON_ANDED = 4
+# When every trigram of the needle is common, the newest runs (of the other filters)
+# are checked directly, these many and then these many more, before the index is
+# asked (a common needle usually fills a page among the newest runs; counting the
+# runs in a step reads them, so the first step is small).
+WALKS = (256, 2048)
+
+PG_TEXT_INDEXES = ("runs_text_ref", "runs_text_error")
+# pg_advisory_xact_lock key: stores of different schemas creating the extension at
+# once would otherwise race on it (their migration locks differ).
+_PG_EXTENSION_LOCK = 0x65787472_74726967  # "extrtrig"
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def trigrams(text: str) -> list[str]:
+    """The needle's distinct trigrams (by code point, as FTS5's trigram tokenizer
+    reads text), in order of first appearance; none below three characters."""
+    seen: dict[str, None] = {}
+    for i in range(len(text) - 2):
+        seen.setdefault(text[i : i + 3])
+    return list(seen)
+
+
+def _spread(items: list[str], k: int) -> list[str]:
+    """At most ``k`` of ``items``, evenly spaced, the first and last among them."""
+    if len(items) <= k:
+        return items
+    picked = {round(i * (len(items) - 1) / (k - 1)) for i in range(k)}
+    return [items[i] for i in sorted(picked)]
+
+
+def _fts_string(gram: str) -> str:
+    """One trigram as an FTS5 string: inside double quotes every character is
+    literal (``*``, ``:``, ``^``, ``NEAR``, ``AND``...), a quote is doubled."""
+    return '"' + gram.replace('"', '""') + '"'
+
+
+def _fts_and(grams: list[str]) -> str:
+    return " AND ".join(_fts_string(g) for g in grams)
+
+
+# -- SQLite -----------------------------------------------------------------------------
+
+_SQLITE_LIKE = "(source_ref LIKE ? ESCAPE '\\' OR error_message LIKE ? ESCAPE '\\')"
+_SQLITE_CANDIDATES = "runs.rowid IN (SELECT rowid FROM runs_text WHERE runs_text MATCH ?)"
+_ORDER = " ORDER BY started_at DESC, id DESC"
+
+
+def sqlite_text_index() -> tuple[str, ...]:
+    """Schema version 5 on SQLite: the trigram index, built from the existing runs,
+    and the triggers that keep it in step with every later write."""
+    cols = "source_ref, error_message"
+    some_new = "new.source_ref IS NOT NULL OR new.error_message IS NOT NULL"
+    some_old = "old.source_ref IS NOT NULL OR old.error_message IS NOT NULL"
+    add = f"INSERT INTO runs_text (rowid, {cols}) "
+    drop = f"INSERT INTO runs_text (runs_text, rowid, {cols}) "
+    return (
+        f"CREATE VIRTUAL TABLE runs_text USING fts5({cols}, content='runs', "
+        "content_rowid='rowid', tokenize='trigram case_sensitive 0', detail=none, "
+        "columnsize=0)",
+        "INSERT INTO runs_text (runs_text) VALUES ('rebuild')",
+        f"CREATE TRIGGER runs_text_insert AFTER INSERT ON runs WHEN {some_new} "
+        f"BEGIN {add}VALUES (new.rowid, new.source_ref, new.error_message); END",
+        f"CREATE TRIGGER runs_text_delete AFTER DELETE ON runs WHEN {some_old} "
+        f"BEGIN {drop}VALUES ('delete', old.rowid, old.source_ref, old.error_message); END",
+        # An external-content 'delete' must name exactly the values indexed before.
+        f"CREATE TRIGGER runs_text_update AFTER UPDATE OF {cols} ON runs "
+        "WHEN old.source_ref IS NOT new.source_ref "
+        "OR old.error_message IS NOT new.error_message BEGIN "
+        f"{drop}SELECT 'delete', old.rowid, old.source_ref, old.error_message WHERE {some_old}; "
+        f"{add}SELECT new.rowid, new.source_ref, new.error_message WHERE {some_new}; END",
+    )
+
+
+def sqlite_text_term(text: str) -> tuple[str, list[Any]]:
+    """The WHERE term for counts and aggregates: candidates from the index (up to
+    ``COMMON_ANDED`` trigrams), decided by LIKE; a needle without a trigram scans."""
+    pattern = "%" + escape_like(text) + "%"
+    grams = trigrams(text)
+    if not grams:
+        return _SQLITE_LIKE, [pattern, pattern]
+    match = _fts_and(_spread(grams, COMMON_ANDED))
+    return f"{_SQLITE_CANDIDATES} AND {_SQLITE_LIKE}", [match, pattern, pattern]
+
+
+def sqlite_text_page(
+    cur: Cursor, cols: str, where: list[str], params: list[Any], text: str, limit: int
+) -> list[Any] | None:
+    """Rows of one page (newest first) of the runs matching ``where`` whose text
+    matches ``text``, or None for a needle the index cannot serve (under three
+    characters). ``cur`` should hold one read snapshot for the steps:
+
+    1. the newest ``WALKS[0]`` runs are checked directly (a common needle fills a
+       page there, and the index is never asked);
+    2. each trigram's postings are counted, up to ``RARE``: a trigram in no run
+       means no run can match;
+    3. with a rare trigram, the candidates below step 1 from the rarest ones (fewer
+       than ``RARE``) are fetched by rowid, rechecked and sorted;
+    4. when every trigram is common, the next ``WALKS`` steps are checked directly,
+       and only a page still short asks the index for the runs below them.
+    """
+    grams = trigrams(text)
+    if not grams:
+        return None
+    pattern = "%" + escape_like(text) + "%"
+    like = [pattern, pattern]
+    rows: list[Any] = []
+    below: list[str] = []  # under the last step's bound
+    at: list[Any] = []
+
+    def page(terms: list[str], values: list[Any]) -> None:
+        cond = " AND ".join([*where, *below, *terms])
+        cur.execute(
+            f"SELECT {cols} FROM runs WHERE {cond}{_ORDER} LIMIT ?",
+            [*params, *at, *values, limit - len(rows)],
+        )
+        rows.extend(cur.fetchall())
+
+    def walk(n: int) -> bool:
+        """Check the next ``n`` runs; whether the page is complete."""
+        nonlocal below, at
+        cond = " AND ".join([*where, *below]) or "1 = 1"
+        cur.execute(
+            f"SELECT started_at, id FROM runs WHERE {cond}{_ORDER} LIMIT 1 OFFSET ?",
+            [*params, *at, n - 1],
+        )
+        bound = cur.fetchone()
+        if bound is None:  # fewer runs left than that: checking them all is complete
+            page([_SQLITE_LIKE], like)
+            return True
+        page(["(started_at, id) >= (?, ?)", _SQLITE_LIKE], [*bound, *like])
+        below, at = ["(started_at, id) < (?, ?)"], list(bound)
+        return len(rows) == limit
+
+    if walk(WALKS[0]):
+        return rows
+    probed = _spread(grams, PROBED)
+    cur.execute(
+        "SELECT "
+        + ", ".join(
+            ["(SELECT COUNT(*) FROM (SELECT 1 FROM runs_text WHERE runs_text MATCH ? LIMIT ?))"]
+            * len(probed)
+        ),
+        [p for g in probed for p in (_fts_string(g), RARE)],
+    )
+    counts = cur.fetchone()
+    if min(counts) == 0:
+        return rows
+    rare = sorted((n, g) for n, g in zip(counts, probed, strict=True) if n < RARE)
+    if rare:
+        page([_SQLITE_CANDIDATES, _SQLITE_LIKE], [_fts_and([g for _, g in rare[:3]]), *like])
+        return rows
+    for n in WALKS[1:]:
+        if walk(n):
+            return rows
+    page([_SQLITE_CANDIDATES, _SQLITE_LIKE], [_fts_and(_spread(grams, COMMON_ANDED)), *like])
+    return rows
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+def postgres_text_index(extension: str = "pg_trgm") -> tuple[str, ...]:
+    """Schema version 5 on PostgreSQL, idempotent (the store runs it again while the
+    indexes are missing): ``pg_trgm`` if it can be created, then a GIN trigram index
+    per searched column, referring to the extension's operator class by the schema
+    it lives in (another exectrack schema may have created it). An extension that
+    cannot be created is no error: the indexes are then simply not made.
+    ``extension``: a plain identifier (tests name one that does not exist)."""
+    index = (
+        "EXECUTE format('CREATE INDEX IF NOT EXISTS {name} ON runs USING gin "
+        '({col} COLLATE "C" %s.gin_trgm_ops) WHERE {col} IS NOT NULL\', ns);'
+    )
+    return (
+        "DO $exectrack$ DECLARE ns text; BEGIN "
+        f"PERFORM pg_advisory_xact_lock({_PG_EXTENSION_LOCK}); "
+        f"BEGIN CREATE EXTENSION IF NOT EXISTS {extension}; "
+        "EXCEPTION WHEN OTHERS THEN NULL; END; "
+        "SELECT quote_ident(n.nspname) INTO ns FROM pg_extension e "
+        f"JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = '{extension}'; "
+        "IF ns IS NOT NULL THEN "
+        + index.format(name=PG_TEXT_INDEXES[0], col="source_ref")
+        + " "
+        + index.format(name=PG_TEXT_INDEXES[1], col="error_message")
+        + " END IF; END $exectrack$",
+    )
+
+
+def postgres_text_term(text: str) -> tuple[str, list[Any]]:
+    """ILIKE in the "C" collation (ASCII case folding, as SQLite's LIKE), the form
+    the trigram indexes serve; backslash is PostgreSQL's default LIKE escape."""
+    pattern = "%" + escape_like(text) + "%"
+    return (
+        '(source_ref ILIKE ? COLLATE "C" OR error_message ILIKE ? COLLATE "C")',
+        [pattern, pattern],
+    )

@@ -1,0 +1,526 @@
+"""The text filter (schema version 5: a trigram index on every engine) keeps the exact
+meaning it had as a scan: a literal, ASCII-case-insensitive substring of source_ref or
+error_message. Pinned on every engine, for each way a page is read, for every write
+path that sets the text, and for databases migrated from version 4."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exectrack._model import RunStatus
+from exectrack.errors import SchemaError
+from exectrack.stores import NewRun, RunFilter
+from exectrack.stores import _text as text_mod
+from exectrack.stores._dialect import sql
+from exectrack.stores._sql import SqlStore
+from exectrack.stores.postgres import PostgresStore
+from exectrack.stores.sqlite import SQLiteStore
+
+from .conftest import PostgresServer, Target
+from .test_contract import T0, fin, ids, model_filter, new, settings_for
+
+TEXT_MIGRATION = "text search index"
+
+
+def _found(store: SqlStore, needle: str, **kw: object) -> list[str]:
+    return ids(store.list_runs(RunFilter(text=needle, **kw), limit=1000))  # type: ignore[arg-type]
+
+
+def _check(store: SqlStore, rows: Sequence[NewRun], flt: RunFilter, page: int = 1000) -> None:
+    """list (in pages of ``page``, through the keyset cursor) and count agree with
+    the model of RunFilter.text."""
+    wanted = [r.id for r in model_filter(rows, flt)]
+    got: list[str] = []
+    cursor = None
+    while batch := store.list_runs(flt, limit=page, cursor=cursor):
+        got += ids(batch)
+        last = batch[-1]
+        cursor = (int(last.started_at.timestamp() * 1_000_000), last.id)
+        assert len(got) <= len(rows)
+    assert got == wanted, flt.text
+    counts = Counter((r.source, r.status) for r in model_filter(rows, flt))
+    assert store.count_runs(flt) == dict(counts), flt.text
+
+
+@pytest.fixture(params=["steps", "small steps"])
+def steps(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """SQLite reads a text page in steps sized for a million runs; "small steps"
+    shrinks them so that a handful of runs goes through every branch (a rare
+    trigram, only common ones, the newest runs then the index below them)."""
+    if request.param == "small steps":
+        monkeypatch.setattr(text_mod, "RARE", 3)
+        monkeypatch.setattr(text_mod, "WALKS", (1, 2))
+        monkeypatch.setattr(text_mod, "PROBED", 3)
+        monkeypatch.setattr(text_mod, "COMMON_ANDED", 2)
+    return str(request.param)
+
+
+ROWS = [
+    new("r0", T0, source_ref="Alpha-Beta", error_message="Connection REFUSED by host"),
+    new("r1", T0 + 1, source_ref="skill.summarize"),
+    new("r2", T0 + 2, source_ref="50%_off", error_message="rate limited at 50%"),
+    new("r3", T0 + 3, source_ref="a\\b\\c", error_message="path a\\b failed"),
+    new("r4", T0 + 4, source_ref="café-crème", error_message="ÉCHEC: naïve"),
+    new("r5", T0 + 5, source_ref=None, error_message="timeout after 30s"),
+    new("r6", T0 + 6, source_ref="日本語のタスク", error_message=None),
+    new("r7", T0 + 7, source_ref='say "NEAR" AND *go* ^x: y', error_message="OR (a) -b {c}"),
+    new("r8", T0 + 8, source_ref=None, error_message=None),
+    new("r9", T0 + 9, source_ref="tail", error_message="head"),
+    new("r10", T0 + 10, source_ref="alpha-beta", error_message="refused"),
+    new("r11", T0 + 11, source_ref="x" * 300, error_message="y" * 2000),
+]
+
+NEEDLES = [
+    # anywhere in the value: start, middle, end, the whole value
+    "Alpha",
+    "pha-Be",
+    "Beta",
+    "alpha-beta",
+    "summarize",
+    "host",
+    # ASCII letters fold, other letters do not
+    "ALPHA-BETA",
+    "refused",
+    "REFUSED BY",
+    "CAFÉ",
+    "CAFé",
+    "échec",
+    "ÉCHEC",
+    "NAÏVE",
+    "naïve",
+    # %, _ and \ are literals
+    "50%",
+    "%",
+    "_",
+    "0%_",
+    "%_o",
+    "5_%",
+    "\\",
+    "a\\b",
+    "\\b\\",
+    "a\\\\b",
+    "a%b",
+    "a_b",
+    # 1 and 2 characters (no trigram: the scan)
+    "a",
+    "é",
+    "日",
+    "本語",
+    "Ta",
+    "zz",
+    # non-ASCII with trigrams
+    "日本語",
+    "のタスク",
+    # never across the two columns, nor across runs
+    "tailhead",
+    "ilhe",
+    # FTS5 syntax is literal
+    '"',
+    '"NEAR"',
+    "NEAR",
+    "near",
+    "AND",
+    " AND *go",
+    "*go*",
+    "^x",
+    "^x:",
+    ": y",
+    "OR (a)",
+    "-b {c}",
+    '""',
+    '"""',
+    "NEAR(a b)",
+    "a OR b",
+    # long needles
+    "x" * 300,
+    "x" * 301,
+    "y" * 2000,
+    "y" * 1999 + "z",
+    "no such text anywhere",
+]
+
+
+@pytest.mark.parametrize("needle", NEEDLES, ids=repr)
+def test_each_needle_means_what_the_scan_meant(target: Target, needle: str) -> None:
+    """Substring anywhere, ASCII-only case folding, %/_/\\ literal, short needles,
+    non-ASCII, source_ref vs error_message, FTS syntax and long needles: list and
+    count give exactly the model's answer."""
+    target.store.apply(ROWS)
+    _check(target.store, ROWS, RunFilter(text=needle))
+
+
+def test_each_needle_in_small_steps(target: Target, steps: str) -> None:
+    """The same needles with SQLite's steps shrunk (every branch of a page read),
+    in pages of 1 and 2 through the cursor, alone and with another filter."""
+    target.store.apply(ROWS)
+    for needle in NEEDLES:
+        for page in (1, 2, 1000):
+            _check(target.store, ROWS, RunFilter(text=needle), page)
+        _check(target.store, ROWS, RunFilter(text=needle, sources=("chat",)), 2)
+
+
+def test_a_common_needle_pages_through_every_match(target: Target, steps: str) -> None:
+    """Many runs share the needle, some of them old and some recent, with runs that
+    do not match in between: every page (newest first, through the cursor) holds
+    exactly the matching runs, once each."""
+    rows = []
+    for i in range(60):
+        msg = "upstream said no" if i % 7 in (0, 1) or i < 5 else "all fine here"
+        rows.append(
+            new(
+                f"c{i:02}",
+                T0 + i * 10,
+                source="skill" if i % 2 else "chat",
+                source_ref=f"ref-{i % 4}",
+                status=RunStatus.ERROR if msg.startswith("up") else RunStatus.SUCCESS,
+                finished_at=T0 + i * 10 + 5,
+                error_message=msg if msg.startswith("up") else None,
+            )
+        )
+    target.store.apply(rows)
+    for needle in ("upstream", "UPSTREAM SAID", "ref-1", "ref-", "said no", "no match"):
+        for page in (1, 3, 50):
+            _check(target.store, rows, RunFilter(text=needle), page)
+            _check(target.store, rows, RunFilter(text=needle, sources=("skill",)), page)
+
+
+TEXT_ALPHABET = 'aAbB%_\\"*^:é É-'
+
+
+@st.composite
+def needles_and_rows(draw: st.DrawFn) -> tuple[list[NewRun], list[str]]:
+    values = st.one_of(st.none(), st.text(alphabet=TEXT_ALPHABET, max_size=8))
+    rows = [
+        new(
+            f"h{i}",
+            T0 + draw(st.integers(0, 5)),
+            source_ref=draw(values),
+            error_message=draw(values),
+        )
+        for i in range(draw(st.integers(0, 8)))
+    ]
+    found: list[str] = []
+    for row in rows:  # needles that occur, case flipped at random, and others
+        for value in (row.source_ref, row.error_message):
+            if value and draw(st.booleans()):
+                start = draw(st.integers(0, len(value) - 1))
+                part = value[start : draw(st.integers(start + 1, len(value)))]
+                found.append("".join(c.swapcase() if draw(st.booleans()) else c for c in part))
+    others = draw(st.lists(st.text(alphabet=TEXT_ALPHABET, min_size=1, max_size=6), max_size=3))
+    return rows, found + others
+
+
+def test_text_matches_the_model(target: Target, steps: str) -> None:
+    """Random values and needles (drawn from the values, case flipped, or anything):
+    list, paged list and count agree with the model."""
+    store = target.store
+
+    @settings_for(target, 150)
+    @given(case=needles_and_rows(), page=st.integers(1, 3))
+    def check(case: tuple[list[NewRun], list[str]], page: int) -> None:
+        rows, needles = case
+        target.reset()
+        store.apply(rows)
+        for needle in needles:
+            _check(store, rows, RunFilter(text=needle), page)
+
+    check()
+
+
+# -- every write that sets the text --------------------------------------------------
+
+
+def test_text_set_by_any_write_is_found_and_unset_text_is_not(target: Target) -> None:
+    """An error message written by a single finish, a batched finish, a finish folded
+    into its create, a terminal create and the reaper is found at once; a run
+    deleted is found no more; the successful finish of a run leaves it as it was."""
+    s = target.store
+    s.create(new("single", source_ref="job-1"))
+    assert _found(s, "kaboom") == []
+    assert s.finish(fin("single", RunStatus.ERROR, T0 + 5, error_message="KABOOM one")).applied
+    s.apply([new(f"b{i}", T0 + i, source_ref="job-b") for i in range(3)])
+    s.apply([fin(f"b{i}", RunStatus.ERROR, T0 + 9, error_message=f"kaboom b{i}") for i in range(3)])
+    s.apply([new("folded"), fin("folded", RunStatus.ERROR, T0 + 9, error_message="kaboom f")])
+    s.create(
+        new(
+            "terminal",
+            status=RunStatus.TIMEOUT,
+            finished_at=T0 + 9,
+            error_message="kaboom t",
+        )
+    )
+    s.create(new("fine", source_ref="job-ok"))
+    assert s.finish(fin("fine", RunStatus.SUCCESS, T0 + 9)).applied
+    s.create(new("lost", source_ref="job-lost", owner="gone:1:x"))
+    assert [r.run_id for r in s.reap(T0 + 10, dead_owners=["gone:1:x"])] == ["lost"]
+    assert sorted(_found(s, "KaBoOm")) == ["b0", "b1", "b2", "folded", "single", "terminal"]
+    assert _found(s, "job-ok") == ["fine"]
+    assert _found(s, "process that ran it") == ["lost"]  # the reaper's message
+    assert sorted(_found(s, "job-")) == ["b0", "b1", "b2", "fine", "lost", "single"]
+    target.execute(sql(s.dialect, "DELETE FROM runs WHERE id IN (?, ?)"), ("single", "b1"))
+    assert sorted(_found(s, "kaboom")) == ["b0", "b2", "folded", "terminal"]
+    assert sorted(_found(s, "kaboom", sources=("chat",))) == ["b0", "b2", "folded", "terminal"]
+
+
+def test_search_survives_vacuum(tmp_path: object) -> None:
+    """SQLite's index refers to runs by rowid: VACUUM (which may renumber rowids of
+    tables without indexes) keeps every run findable."""
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "v.db"
+    s = SQLiteStore(path)
+    s.apply([new(f"v{i}", T0 + i, source_ref=f"ref-{i}") for i in range(50)])
+    s.apply([fin(f"v{i}", RunStatus.ERROR, T0 + 99, error_message=f"bad {i}") for i in range(50)])
+    with s._write() as cur:
+        cur.execute("DELETE FROM runs WHERE id IN ('v3', 'v10', 'v11', 'v49')")
+    conn = s._conn()
+    conn.execute("VACUUM")
+    assert _found(s, "ref-4") == [
+        "v48",
+        "v47",
+        "v46",
+        "v45",
+        "v44",
+        "v43",
+        "v42",
+        "v41",
+        "v40",
+        "v4",
+    ]
+    assert _found(s, "bad 1") == ["v19", "v18", "v17", "v16", "v15", "v14", "v13", "v12", "v1"]
+    with s._write() as cur:
+        cur.execute("INSERT INTO runs_text (runs_text, rank) VALUES ('integrity-check', 1)")
+    s.close()
+
+
+# -- migration ------------------------------------------------------------------------
+
+
+def _make_v4(store: SqlStore, rows: int) -> None:
+    """The database as the release before text search left it (the migrations
+    before ours), with ``rows`` runs in it."""
+    d = store.dialect
+    mine = next(i for i, m in enumerate(store.migrations) if m.name == TEXT_MIGRATION)
+    with store._write() as cur:
+        store._lock_schema(cur)
+        cur.execute(d.migrations_table)
+        for m in store.migrations[:mine]:
+            for statement in m.statements:
+                cur.execute(statement)
+            cur.execute(
+                sql(
+                    d,
+                    "INSERT INTO exectrack_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                ),
+                (m.version, m.name, datetime(2026, 1, 1, tzinfo=UTC)),
+            )
+        for i in range(rows):
+            cur.execute(
+                sql(
+                    d,
+                    "INSERT INTO runs (id, source, source_ref, status, started_at, finished_at,"
+                    " error_message, updated_at) VALUES (?, 'chat', ?, 'error', ?, ?, ?, ?)",
+                ),
+                (
+                    f"old{i:03}",
+                    f"Ref-{i % 10}",
+                    d.ts(T0 + i),
+                    d.ts(T0 + i + 1),
+                    f"old boom {i}",
+                    d.ts(T0),
+                ),
+            )
+
+
+@pytest.fixture
+def v4(shared_target: Target) -> tuple[Target, SqlStore]:
+    store = shared_target.open_again()
+    _make_v4(store, 120)
+    return shared_target, store
+
+
+def test_a_version_4_database_with_runs_is_indexed_by_the_migration(
+    v4: tuple[Target, SqlStore],
+) -> None:
+    """Migrating a database that already holds runs builds the index over them: the
+    old runs are found (through the index), and so are new ones."""
+    target, store = v4
+    mine = next(m.version for m in store.migrations if m.name == TEXT_MIGRATION)
+    assert mine in store.migrate()
+    assert _found(store, "OLD BOOM 11") == [
+        "old119",
+        "old118",
+        "old117",
+        "old116",
+        "old115",
+        "old114",
+        "old113",
+        "old112",
+        "old111",
+        "old110",
+        "old011",
+    ]
+    assert len(_found(store, "ref-3")) == 12
+    store.create(new("fresh", T0 + 1000, source_ref="Ref-3"))
+    assert _found(store, "ref-3")[0] == "fresh"
+    if target.engine == "postgres":
+        with store._read() as cur:
+            cur.execute("SELECT to_regclass('runs_text_ref'), to_regclass('runs_text_error')")
+            assert None not in cur.fetchone()
+
+
+def test_reads_of_a_version_4_database_never_migrate_it(v4: tuple[Target, SqlStore]) -> None:
+    """A store opened with migrate=False on a version 4 database refuses to read it
+    (older schema: run `exectrack migrate`) and changes nothing, index included."""
+    target, store = v4
+    version = store.schema_version()
+    reader = (
+        SQLiteStore(target.url, migrate=False)
+        if target.engine != "postgres"
+        else PostgresStore(target.url, migrate=False)
+    )
+    target.opened.append(reader)
+    with pytest.raises(SchemaError, match="exectrack migrate"):
+        reader.list_runs(RunFilter(text="boom"), limit=5)
+    assert store.schema_version() == version
+    with store._read() as cur:
+        if target.engine == "postgres":
+            cur.execute("SELECT to_regclass('runs_text_ref'), to_regclass('runs_text_error')")
+            assert cur.fetchone() == (None, None)
+        else:
+            cur.execute("SELECT name FROM sqlite_master WHERE name LIKE 'runs_text%'")
+            assert cur.fetchall() == []
+
+
+def test_two_stores_migrating_a_version_4_database_at_once(v4: tuple[Target, SqlStore]) -> None:
+    """Two stores (as two processes would) migrating the same version 4 database at
+    the same moment: one applies the migration, the other finds it done."""
+    import threading
+
+    target, _ = v4
+    a, b = target.open_again(), target.open_again()
+    results: list[list[int]] = []
+    barrier = threading.Barrier(2)
+
+    def go(store: SqlStore) -> None:
+        barrier.wait()
+        results.append(store.migrate())
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    mine = next(m.version for m in a.migrations if m.name == TEXT_MIGRATION)
+    assert sorted(results, key=len) == [[], list(range(mine, a.latest_version + 1))]
+    assert _found(a, "OLD BOOM 77") == ["old077"]
+
+
+# -- PostgreSQL: the index is used, and its absence is no failure ---------------------
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _pg_plan_uses_index(store: SqlStore, needle: str) -> bool:
+    """Whether PostgreSQL can serve the text term from both trigram indexes (the
+    form of the statement and the indexes' collation agree). A small table is
+    cheaper to scan, or to read whole through the source_ref btree, so both are
+    priced out (inside a transaction rolled back) for the question."""
+    term, params = store.dialect.text_term(needle)
+    plan = ""
+    with contextlib.suppress(_Rollback), store._write() as cur:
+        cur.execute("ANALYZE runs")
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute("DROP INDEX runs_ref_started")
+        cur.execute(sql(store.dialect, f"EXPLAIN SELECT id FROM runs WHERE {term}"), params)
+        plan = "\n".join(str(r[0]) for r in cur.fetchall())
+        raise _Rollback
+    return "runs_text_error" in plan and "runs_text_ref" in plan
+
+
+def test_postgres_serves_ilike_from_the_trigram_indexes(make_pg_url: object) -> None:
+    """A fresh PostgreSQL schema gets both trigram indexes and, with a few thousand
+    distinct runs, the text filter's statement reads them (no scan)."""
+    _, url = make_pg_url()  # type: ignore[operator]
+    store = PostgresStore(url)
+    try:
+        store.apply(
+            [
+                new(f"a{i}", T0 + i, source_ref=f"task-{i}", error_message=f"failed step {i}")
+                for i in range(3000)
+            ]
+        )
+        assert _pg_plan_uses_index(store, "hello world")
+        assert _found(store, "TASK-2999") == ["a2999"]
+        assert _found(store, "STEP 2999") == ["a2999"]
+    finally:
+        store.close()
+
+
+_NO_SUCH = "exectrack_no_such_extension"
+
+
+class _NoTrigramStore(PostgresStore):
+    """A store whose server has no usable pg_trgm (an extension name that exists
+    nowhere stands in for a missing package or privilege)."""
+
+    text_extension = _NO_SUCH
+    migrations = tuple(
+        m
+        if m.name != TEXT_MIGRATION
+        else type(m)(m.version, m.name, text_mod.postgres_text_index(_NO_SUCH))
+        for m in PostgresStore.migrations
+    )
+
+
+def test_postgres_without_pg_trgm_migrates_scans_and_says_so_once(
+    make_pg_url: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without pg_trgm the migration still succeeds, text search still answers
+    exactly (by scanning), and the store logs it once, not per query."""
+    _, url = make_pg_url()  # type: ignore[operator]
+    store = _NoTrigramStore(url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="exectrack"):
+            store.migrate()
+            store.migrate()
+            store.apply(ROWS)
+            for needle in ("alpha", "50%", "日本語"):
+                _check(store, ROWS, RunFilter(text=needle))
+        assert store.schema_version() == store.latest_version
+        warnings = [r for r in caplog.records if "pg_trgm" in r.getMessage()]
+        assert len(warnings) == 1
+        assert "scans" in warnings[0].getMessage()
+    finally:
+        store.close()
+
+
+def test_postgres_creates_the_missing_indexes_once_the_extension_exists(
+    make_pg_url: object, pg: PostgresServer
+) -> None:
+    """A schema migrated while pg_trgm was missing gets its indexes at the next
+    migrate (a process start) once the extension can be created."""
+    _, url = make_pg_url()  # type: ignore[operator]
+    store = _NoTrigramStore(url)
+    store.migrate()
+    store.create(new("a", source_ref="hello"))
+    store.close()
+    again = PostgresStore(url)
+    try:
+        again.migrate()
+        with again._read() as cur:
+            cur.execute("SELECT to_regclass('runs_text_ref'), to_regclass('runs_text_error')")
+            assert None not in cur.fetchone()
+        assert _found(again, "ELL") == ["a"]
+    finally:
+        again.close()
