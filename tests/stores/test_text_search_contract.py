@@ -238,6 +238,17 @@ def test_text_matches_the_model(target: Target, steps: str) -> None:
 # -- every write that sets the text --------------------------------------------------
 
 
+def test_a_needle_with_a_nul_is_no_error_and_list_and_count_agree(target: Target) -> None:
+    """A NUL in the needle (FTS5's query parser would end a string there) keeps the
+    scan: no error, and list and count give the same runs."""
+    if target.engine == "postgres":
+        pytest.skip("PostgreSQL text cannot hold a NUL at all (refused before text search)")
+    target.store.apply([new("n0", source_ref="x\x00abc"), new("n1", T0 + 1, source_ref="abcdef")])
+    for needle in ("\x00", "\x00ab", "x\x00abc", "c\x00a", "abc\x00"):
+        found = _found(target.store, needle)
+        assert sum(target.store.count_runs(RunFilter(text=needle)).values()) == len(found)
+
+
 def test_text_set_by_any_write_is_found_and_unset_text_is_not(target: Target) -> None:
     """An error message written by a single finish, a batched finish, a finish folded
     into its create, a terminal create and the reaper is found at once; a run
