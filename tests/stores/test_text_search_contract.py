@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from hypothesis import given
@@ -535,3 +537,37 @@ def test_postgres_creates_the_missing_indexes_once_the_extension_exists(
         assert _found(again, "ELL") == ["a"]
     finally:
         again.close()
+
+
+def test_postgres_with_pg_trgm_where_this_role_may_not_use_it(
+    pg: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pg_trgm installed in a schema the store's role has no USAGE on (another
+    application's): the migration still succeeds, text search scans exactly, and
+    the store says so once."""
+    if pg.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'"):
+        pytest.skip("pg_trgm already exists in this database; the case needs it elsewhere")
+    home, _ = pg.new_schema()
+    pg.execute(f'CREATE SCHEMA "{home}"')
+    pg.execute(f'CREATE EXTENSION pg_trgm SCHEMA "{home}"')
+    role = "exectrack_text_" + secrets.token_hex(4)
+    pg.execute(f'CREATE ROLE "{role}" LOGIN')
+    [(database,)] = pg.execute("SELECT current_database()")
+    pg.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
+    _, url = pg.new_schema()
+    parts = urlsplit(url)
+    netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    store = PostgresStore(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+    try:
+        with caplog.at_level(logging.WARNING, logger="exectrack"):
+            store.migrate()
+            store.apply(ROWS)
+            for needle in ("alpha", "日本語", "50%"):
+                _check(store, ROWS, RunFilter(text=needle))
+        assert store.schema_version() == store.latest_version
+        assert len([r for r in caplog.records if "pg_trgm" in r.getMessage()]) == 1
+    finally:
+        store.close()
+        pg.drop_created()
+        pg.execute(f'DROP OWNED BY "{role}"')
+        pg.execute(f'DROP ROLE "{role}"')

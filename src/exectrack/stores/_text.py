@@ -227,7 +227,8 @@ def postgres_text_index(extension: str = "pg_trgm") -> tuple[str, ...]:
     indexes are missing): ``pg_trgm`` if it can be created, then a GIN trigram index
     per searched column, referring to the extension's operator class by the schema
     it lives in (another exectrack schema may have created it). An extension that
-    cannot be created is no error: the indexes are then simply not made.
+    cannot be created or used (say, it lives in a schema this role may not use) is
+    no error: the indexes are then simply not made.
     ``extension``: a plain identifier (tests name one that does not exist)."""
     index = (
         "EXECUTE format('CREATE INDEX IF NOT EXISTS {name} ON runs USING gin "
@@ -241,11 +242,12 @@ def postgres_text_index(extension: str = "pg_trgm") -> tuple[str, ...]:
         "EXCEPTION WHEN OTHERS THEN NULL; END; "
         "SELECT quote_ident(n.nspname) INTO ns FROM pg_extension e "
         f"JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = '{extension}'; "
-        "IF ns IS NOT NULL THEN "
+        "IF ns IS NOT NULL THEN BEGIN "
         + index.format(name=PG_TEXT_INDEXES[0], col="source_ref", pending=_PG_PENDING_KB)
         + " "
         + index.format(name=PG_TEXT_INDEXES[1], col="error_message", pending=_PG_PENDING_KB)
-        + " END IF; END $exectrack$",
+        # e.g. the extension lives in a schema this role may not use
+        + " EXCEPTION WHEN OTHERS THEN NULL; END; END IF; END $exectrack$",
     )
 
 
