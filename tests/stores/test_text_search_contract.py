@@ -52,17 +52,32 @@ def _check(store: SqlStore, rows: Sequence[NewRun], flt: RunFilter, page: int = 
     assert store.count_runs(flt) == dict(counts), flt.text
 
 
-@pytest.fixture(params=["steps", "small steps"])
+@pytest.fixture(params=["queued", "indexed", "indexed, small steps"])
 def steps(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """SQLite reads a text page in steps sized for a million runs; "small steps"
-    shrinks them so that a handful of runs goes through every branch (a rare
+    """Where SQLite finds a run's text, and how it reads a page. "queued": runs wait
+    in the queue (a store moves it into the trigram index every 1,000 created runs);
+    "indexed": a store that moves it after every write that creates runs (later
+    finishes queue their run again); "small steps" shrinks the page steps sized for
+    a million runs, so that a handful of runs goes through every branch (a rare
     trigram, only common ones, the newest runs then the index below them)."""
-    if request.param == "small steps":
+    if request.param != "queued":
+        monkeypatch.setattr(SQLiteStore, "text_drain_every", 1)
+    if "small" in request.param:
         monkeypatch.setattr(text_mod, "RARE", 3)
         monkeypatch.setattr(text_mod, "WALKS", (1, 2))
         monkeypatch.setattr(text_mod, "PROBED", 3)
         monkeypatch.setattr(text_mod, "COMMON_ANDED", 2)
     return str(request.param)
+
+
+def _fts_ok(target: Target) -> None:
+    """SQLite: once the queue is moved in, the trigram index agrees with the runs
+    (FTS5's own check, which compares it with every run's text)."""
+    if not isinstance(target.store, SQLiteStore):
+        return
+    target.store.index_text()
+    with target.store._write() as cur:
+        cur.execute("INSERT INTO runs_text (runs_text, rank) VALUES ('integrity-check', 1)")
 
 
 ROWS = [
@@ -233,11 +248,32 @@ def test_text_matches_the_model(target: Target, steps: str) -> None:
         store.apply(rows)
         for needle in needles:
             _check(store, rows, RunFilter(text=needle), page)
+        _fts_ok(target)
 
     check()
 
 
 # -- every write that sets the text --------------------------------------------------
+
+
+def test_queued_runs_are_found_by_a_reader_and_moved_by_a_writer(tmp_path: object) -> None:
+    """Runs written since the last move into the index are found by a store that
+    only reads (migrate=False), and a writer's move changes no answer."""
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "q.db"
+    writer = SQLiteStore(path)
+    writer.apply([new(f"q{i}", T0 + i, source_ref=f"queued-{i % 3}") for i in range(10)])
+    reader = SQLiteStore(path, migrate=False)
+    try:
+        before = [_found(reader, n) for n in ("queued-1", "QUEUED", "no such")]
+        assert before[0] == ["q7", "q4", "q1"] and len(before[1]) == 10 and before[2] == []
+        assert writer.index_text() == 10
+        assert writer.index_text() == 0
+        assert [_found(reader, n) for n in ("queued-1", "QUEUED", "no such")] == before
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_a_needle_with_a_nul_is_no_error_and_list_and_count_agree(target: Target) -> None:
@@ -251,7 +287,7 @@ def test_a_needle_with_a_nul_is_no_error_and_list_and_count_agree(target: Target
         assert sum(target.store.count_runs(RunFilter(text=needle)).values()) == len(found)
 
 
-def test_text_set_by_any_write_is_found_and_unset_text_is_not(target: Target) -> None:
+def test_text_set_by_any_write_is_found_and_unset_text_is_not(target: Target, steps: str) -> None:
     """An error message written by a single finish, a batched finish, a finish folded
     into its create, a terminal create and the reaper is found at once; a run
     deleted is found no more; the successful finish of a run leaves it as it was."""
@@ -281,6 +317,16 @@ def test_text_set_by_any_write_is_found_and_unset_text_is_not(target: Target) ->
     target.execute(sql(s.dialect, "DELETE FROM runs WHERE id IN (?, ?)"), ("single", "b1"))
     assert sorted(_found(s, "kaboom")) == ["b0", "b2", "folded", "terminal"]
     assert sorted(_found(s, "kaboom", sources=("chat",))) == ["b0", "b2", "folded", "terminal"]
+    _fts_ok(target)
+    if isinstance(s, SQLiteStore):
+        with s._read() as cur:
+            cur.execute("SELECT COUNT(*) FROM runs_text_pending")
+            assert cur.fetchone() == (0,)
+        assert sorted(_found(s, "kaboom")) == ["b0", "b2", "folded", "terminal"]
+        assert s.finish(fin("b0", RunStatus.ERROR, T0 + 99, error_message="late")).applied is False
+        target.execute("DELETE FROM runs WHERE id = 'b2'")
+        assert sorted(_found(s, "kaboom")) == ["b0", "folded", "terminal"]
+        _fts_ok(target)
 
 
 def test_search_survives_vacuum(tmp_path: object) -> None:
@@ -294,6 +340,7 @@ def test_search_survives_vacuum(tmp_path: object) -> None:
     s.apply([fin(f"v{i}", RunStatus.ERROR, T0 + 99, error_message=f"bad {i}") for i in range(50)])
     with s._write() as cur:
         cur.execute("DELETE FROM runs WHERE id IN ('v3', 'v10', 'v11', 'v49')")
+    s.index_text()
     conn = s._conn()
     conn.execute("VACUUM")
     assert _found(s, "ref-4") == [
@@ -311,6 +358,8 @@ def test_search_survives_vacuum(tmp_path: object) -> None:
     assert _found(s, "bad 1") == ["v19", "v18", "v17", "v16", "v15", "v14", "v13", "v12", "v1"]
     with s._write() as cur:
         cur.execute("INSERT INTO runs_text (runs_text, rank) VALUES ('integrity-check', 1)")
+        cur.execute("SELECT COUNT(*) FROM runs_text_pending")
+        assert cur.fetchone() == (0,)
     s.close()
 
 

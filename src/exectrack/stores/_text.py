@@ -10,13 +10,15 @@ every row, so the answer never depends on whether or how the index was used.
 
 SQLite: an FTS5 table ``runs_text`` with the trigram tokenizer over the two columns,
 external content (the ``runs`` rows themselves, by rowid: ``runs`` has indexes, so
-VACUUM keeps its rowids), kept in sync by triggers that fire only when a searched
-column is set or changes (a successful finish writes nothing to it). ``detail=none``:
-no token positions, a third of ``detail=full``'s size and build time, and faster
-queries; the trigrams of a needle are ANDed and the LIKE recheck restores adjacency.
-A page is read in up to three short steps (``sqlite_text_page``). Needles shorter
-than three characters have no trigram and keep the scan (the newest runs first,
-stopping at a full page: such needles usually match often).
+VACUUM keeps its rowids). Triggers queue a run whose text is set or changes in
+``runs_text_pending`` (FTS5 would write an index segment per statement: see
+``sqlite_text_index``) and stores move the queue into the index every
+``SQLiteStore.text_drain_every`` created runs; reads check queued runs directly.
+``detail=none``: no token positions, a third of ``detail=full``'s size and build
+time, and faster queries; the trigrams of a needle are ANDed and the LIKE recheck
+restores adjacency. A page is read in a few short steps (``sqlite_text_page``).
+Needles shorter than three characters have no trigram and keep the scan (the newest
+runs first, stopping at a full page: such needles usually match often).
 
 PostgreSQL: ``pg_trgm`` GIN indexes on each column (``COLLATE "C"``, partial on NOT
 NULL) serve ``ILIKE`` directly, and the planner picks between them and the
@@ -34,6 +36,7 @@ from exectrack.stores._dialect import Cursor
 
 __all__ = [
     "PG_TEXT_INDEXES",
+    "SQLITE_TEXT_DRAIN",
     "postgres_text_index",
     "postgres_text_term",
     "sqlite_text_index",
@@ -104,34 +107,59 @@ def _fts_and(grams: list[str]) -> str:
 # -- SQLite -----------------------------------------------------------------------------
 
 _SQLITE_LIKE = "(source_ref LIKE ? ESCAPE '\\' OR error_message LIKE ? ESCAPE '\\')"
-_SQLITE_CANDIDATES = "runs.rowid IN (SELECT rowid FROM runs_text WHERE runs_text MATCH ?)"
+_SQLITE_CANDIDATES = (
+    "(runs.rowid IN (SELECT rowid FROM runs_text WHERE runs_text MATCH ?)"
+    " OR runs.rowid IN (SELECT run_rowid FROM runs_text_pending))"
+)
+_SQLITE_PENDING = "runs.rowid IN (SELECT run_rowid FROM runs_text_pending)"
 _ORDER = " ORDER BY started_at DESC, id DESC"
 
 
 def sqlite_text_index() -> tuple[str, ...]:
     """Schema version 5 on SQLite: the trigram index, built from the existing runs,
-    and the triggers that keep it in step with every later write."""
+    and the triggers that keep it in step with every later write.
+
+    A run's text is not indexed by the statement that writes it: FTS5 writes a new
+    index segment at every statement that changes it (a statement savepoint
+    flushes it), which cost more than the run's own row. The insert trigger only
+    queues the rowid in ``runs_text_pending`` (a plain b-tree append), readers read
+    queued runs directly, and stores move the queue into the index in one statement
+    now and then (``SQLITE_TEXT_DRAIN``). The invariant: a run with text is either
+    in the index with its current values or queued, never both."""
     cols = "source_ref, error_message"
     some_new = "new.source_ref IS NOT NULL OR new.error_message IS NOT NULL"
     some_old = "old.source_ref IS NOT NULL OR old.error_message IS NOT NULL"
-    add = f"INSERT INTO runs_text (rowid, {cols}) "
-    drop = f"INSERT INTO runs_text (runs_text, rowid, {cols}) "
+    indexed = "NOT EXISTS (SELECT 1 FROM runs_text_pending WHERE run_rowid = old.rowid)"
+    queue = "INSERT OR IGNORE INTO runs_text_pending (run_rowid) "
+    # An external-content 'delete' must name exactly the values indexed before.
+    unindex = (
+        f"INSERT INTO runs_text (runs_text, rowid, {cols}) SELECT 'delete', old.rowid, "
+        f"old.source_ref, old.error_message WHERE ({some_old}) AND {indexed}; "
+    )
     return (
         f"CREATE VIRTUAL TABLE runs_text USING fts5({cols}, content='runs', "
         "content_rowid='rowid', tokenize='trigram case_sensitive 0', detail=none, "
         "columnsize=0)",
         "INSERT INTO runs_text (runs_text) VALUES ('rebuild')",
+        "CREATE TABLE runs_text_pending (run_rowid INTEGER PRIMARY KEY)",
         f"CREATE TRIGGER runs_text_insert AFTER INSERT ON runs WHEN {some_new} "
-        f"BEGIN {add}VALUES (new.rowid, new.source_ref, new.error_message); END",
-        f"CREATE TRIGGER runs_text_delete AFTER DELETE ON runs WHEN {some_old} "
-        f"BEGIN {drop}VALUES ('delete', old.rowid, old.source_ref, old.error_message); END",
-        # An external-content 'delete' must name exactly the values indexed before.
+        f"BEGIN {queue}VALUES (new.rowid); END",
         f"CREATE TRIGGER runs_text_update AFTER UPDATE OF {cols} ON runs "
         "WHEN old.source_ref IS NOT new.source_ref "
         "OR old.error_message IS NOT new.error_message BEGIN "
-        f"{drop}SELECT 'delete', old.rowid, old.source_ref, old.error_message WHERE {some_old}; "
-        f"{add}SELECT new.rowid, new.source_ref, new.error_message WHERE {some_new}; END",
+        f"{unindex}{queue}SELECT new.rowid WHERE {some_new}; END",
+        f"CREATE TRIGGER runs_text_delete AFTER DELETE ON runs WHEN {some_old} BEGIN "
+        f"{unindex}DELETE FROM runs_text_pending WHERE run_rowid = old.rowid; END",
     )
+
+
+# Moves every queued run into the index, in one write transaction (one FTS5 flush).
+SQLITE_TEXT_DRAIN = (
+    "INSERT INTO runs_text (rowid, source_ref, error_message) "
+    "SELECT r.rowid, r.source_ref, r.error_message FROM runs_text_pending AS p "
+    "JOIN runs AS r ON r.rowid = p.run_rowid",
+    "DELETE FROM runs_text_pending",
+)
 
 
 def sqlite_text_term(text: str) -> tuple[str, list[Any]]:
@@ -154,10 +182,10 @@ def sqlite_text_page(
 
     1. the newest ``WALKS[0]`` runs are checked directly (a common needle fills a
        page there, and the index is never asked);
-    2. each trigram's postings are counted, up to ``RARE``: a trigram in no run
-       means no run can match;
+    2. each trigram's postings are counted, up to ``RARE``: a trigram in no indexed
+       run leaves only the queued runs to check;
     3. with a rare trigram, the candidates below step 1 from the rarest ones (fewer
-       than ``RARE``) are fetched by rowid, rechecked and sorted;
+       than ``RARE``) and the queued runs are fetched by rowid, rechecked, sorted;
     4. when every trigram is common, the next ``WALKS`` steps are checked directly,
        and only a page still short asks the index for the runs below them.
     """
@@ -206,7 +234,8 @@ def sqlite_text_page(
         [p for g in probed for p in (_fts_string(g), RARE)],
     )
     counts = cur.fetchone()
-    if min(counts) == 0:
+    if min(counts) == 0:  # in no indexed run: only queued runs can match
+        page([_SQLITE_PENDING, _SQLITE_LIKE], like)
         return rows
     rare = sorted((n, g) for n, g in zip(counts, probed, strict=True) if n < RARE)
     if rare:

@@ -36,7 +36,12 @@ from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
 from exectrack.stores._dialect import runs_table_v1, runs_table_v2, runs_table_v3, runs_table_v4
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
-from exectrack.stores._text import sqlite_text_index, sqlite_text_page, sqlite_text_term
+from exectrack.stores._text import (
+    SQLITE_TEXT_DRAIN,
+    sqlite_text_index,
+    sqlite_text_page,
+    sqlite_text_term,
+)
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
 
@@ -419,6 +424,38 @@ class SQLiteStore(SqlStore):
             finally:
                 if conn.in_transaction:  # a read: ending it loses nothing
                     conn.execute("ROLLBACK")
+
+    # Created runs between two moves of the text queue into the trigram index
+    # (``_text.py``): a move costs one index flush, however many runs it takes.
+    text_drain_every = 1000
+    _text_queued = 0
+    _text_drain_failed = False
+
+    def _wrote(self, created: int) -> None:
+        super()._wrote(created)
+        if not created:
+            return
+        self._text_queued += created
+        if self._text_queued < self.text_drain_every:
+            return
+        self._text_queued = 0
+        try:
+            self.index_text()
+        except Exception as exc:  # the runs are committed; reads check queued runs
+            if not self._text_drain_failed:
+                self._text_drain_failed = True
+                log.warning("exectrack: could not update the text search index: %s", exc)
+
+    def index_text(self) -> int:
+        """Move the runs queued for the text index into it (one transaction); how
+        many. Stores do it by themselves every ``text_drain_every`` created runs;
+        until then text search reads queued runs directly."""
+        self._ensure_ready()
+        with self._write() as cur:
+            cur.execute(SQLITE_TEXT_DRAIN[0])
+            moved = max(cur.rowcount, 0)
+            cur.execute(SQLITE_TEXT_DRAIN[1])
+        return moved
 
     def _lock_schema(self, cur: Cursor) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's write lock."""
