@@ -985,3 +985,36 @@ def test_racing_finishers_apply_exactly_one_finish_per_run(target: Target) -> No
         for run_id, result in mine:
             if not result.applied:
                 assert result.status is TERMINAL[winners[run_id] % len(TERMINAL)]
+
+
+def test_a_nul_in_any_filter_or_id_is_no_store_error(target: Target) -> None:
+    """Hostile input through the HTTP API: a NUL in a filter, an id or a cursor. SQLite
+    compares it like any character; PostgreSQL text cannot hold one, so nothing
+    matches there, and a cursor holding one is an invalid argument, not a failing
+    store (which the API would answer with a 503)."""
+    store = target.store
+    store.create(NewRun("plain", "chat", T0, source_ref="ref", session_id="s"))
+    nul = "a\x00b"
+    filters = [
+        RunFilter(sources=(nul,)),
+        RunFilter(session_id=nul),
+        RunFilter(source_ref=nul),
+        RunFilter(parent_id=nul),
+        RunFilter(text=nul),
+    ]
+    for flt in filters:
+        assert store.list_runs(flt, limit=10) == []
+        assert store.count_runs(flt) == {}
+        assert store.aggregate(flt, quantiles=(0.5,)) == []
+    assert store.latest_runs([*filters, RunFilter(sources=("chat",))])[:-1] == [None] * 5
+    assert store.latest_runs([RunFilter(sources=("chat",)), filters[0]])[0].id == "plain"
+    assert store.get(nul) is None
+    if target.engine == "postgres":
+        with pytest.raises(InvalidArgumentError):
+            store.list_runs(RunFilter(), limit=10, cursor=(T0 + 1, nul))
+        with pytest.raises(InvalidArgumentError):
+            store.changes((1, nul), limit=10)
+    else:
+        assert [r.id for r in store.list_runs(RunFilter(), limit=10, cursor=(T0 + 1, nul))] == [
+            "plain"
+        ]

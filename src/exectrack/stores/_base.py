@@ -183,8 +183,11 @@ class RunFilter:
     """Server-side filters; every field is optional and they combine with AND.
 
     ``statuses`` and ``sources`` match any of their values. ``started_after`` is
-    inclusive, ``started_before`` exclusive. ``text`` is a case-insensitive substring
-    of ``source_ref`` or ``error_message``.
+    inclusive, ``started_before`` exclusive. ``text`` is a literal substring (``%``,
+    ``_`` and ``\\`` are plain characters) of ``source_ref`` or ``error_message``,
+    ASCII letters in either case (no other letter folds), on every engine; a
+    trigram index serves needles of three characters or more, shorter ones scan
+    (``stores/_text.py``).
     """
 
     sources: tuple[str, ...] = ()

@@ -89,7 +89,6 @@ class SqlDialect:
 
     param: str  # "?" or "%s"
     json_param: str  # "?" or "%s::jsonb"
-    like: str  # "LIKE" (SQLite: ASCII case-insensitive) or "ILIKE"
     duration_since_start: str  # SQL giving ms between a time param and started_at
     duration_between: str  # SQL giving ms from {start} to {end} (two time expressions)
     # Batches as multi-row statements (SQLite: executemany hands the GIL over once per
@@ -109,6 +108,12 @@ class SqlDialect:
     change_settled: str
     seq_cast: str
     seq_out: Callable[[Any], int]
+    # The text filter (schema v6, ``_text.py``). ``text_term``: needle -> a WHERE term
+    # and its parameters. ``text_page``: where the engine reads a text-filtered page
+    # in steps of its own (cursor, columns, other terms, their parameters, needle,
+    # limit) -> rows, or None to use ``text_term`` in one statement.
+    text_term: Callable[[str], tuple[str, list[Any]]]
+    text_page: Callable[[Cursor, str, list[str], list[Any], str, int], list[Any] | None] | None
     # Appended to the SELECT of the fold position (schema v5): PostgreSQL skips a fold
     # while another transaction folds; SQLite's write lock already serialises them.
     row_lock: str = ""

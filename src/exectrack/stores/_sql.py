@@ -160,7 +160,12 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
                 (m.version, m.name, datetime.now().astimezone().isoformat()),
             )
             applied.append(m.version)
+        self._after_migrations(cur)
         return applied
+
+    def _after_migrations(self, cur: Cursor) -> None:
+        """What an engine checks or repairs once the schema is current (in the
+        migration's transaction)."""
 
     def _too_new(self, version: int) -> SchemaTooNewError:
         return SchemaTooNewError(

@@ -51,12 +51,22 @@ class ReadOps(RollupOps):
         if limit < 1:
             return []
         self._ensure_ready()
-        where, params = self._where(flt)
+        d = self.dialect
+        stepped = flt.text if d.text_page is not None else None  # a needle read in steps
+        where, params = self._where(flt, text=not stepped)
         if cursor is not None:
             # A row value, not "a < x OR (a = x AND b < y)": both engines turn it into
             # an index range, so page 10,000 costs what page 1 does.
             where.append("(started_at, id) < (?, ?)")
-            params += [self.dialect.ts(cursor[0]), cursor[1]]
+            params += [d.ts(cursor[0]), cursor[1]]
+        if stepped and d.text_page is not None:
+            with self._read_snapshot() as cur:
+                found = d.text_page(cur, COLS, where, params, stepped, limit)
+            if found is not None:
+                return [self._to_run(r) for r in found]
+            term, values = d.text_term(stepped)  # a needle the steps do not serve
+            where.append(term)
+            params += values
         query = f"SELECT {COLS} FROM runs"
         if where:
             query += " WHERE " + " AND ".join(where)
@@ -118,7 +128,14 @@ class ReadOps(RollupOps):
             rows = cur.fetchall()
         return {(str(src), RunStatus(st)): int(n) for src, st, n in rows}
 
-    def _where(self, flt: RunFilter) -> tuple[list[str], list[Any]]:
+    def _read_snapshot(self) -> AbstractContextManager[Cursor]:
+        """A cursor whose statements all see one snapshot (engines whose reads are
+        autocommit override it)."""
+        return self._read()
+
+    def _where(self, flt: RunFilter, *, text: bool = True) -> tuple[list[str], list[Any]]:
+        """The filter as WHERE terms and their parameters; ``text=False`` leaves the
+        text filter out (for an engine that reads it in steps)."""
         where: list[str] = []
         params: list[Any] = []
         if flt.sources:
@@ -138,11 +155,10 @@ class ReadOps(RollupOps):
         if flt.started_before is not None:
             where.append("started_at < ?")
             params.append(self.dialect.ts(datetime_to_us(flt.started_before)))
-        if flt.text:
-            pattern = "%" + _escape_like(flt.text) + "%"
-            like = self.dialect.like
-            where.append(f"(source_ref {like} ? ESCAPE '\\' OR error_message {like} ? ESCAPE '\\')")
-            params += [pattern, pattern]
+        if flt.text and text:
+            term, values = self.dialect.text_term(flt.text)
+            where.append(term)
+            params += values
         return where, params
 
     def _to_run(self, row: Sequence[Any]) -> Run:
@@ -264,7 +280,3 @@ class ReadOps(RollupOps):
             return None if row is None else float(row[0])
 
         return rank
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import re
@@ -36,6 +37,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -44,6 +46,7 @@ from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
 from exectrack._redact import redact_text
 from exectrack.errors import (
     ConfigError,
+    InvalidArgumentError,
     SchemaError,
     StoreError,
     StoreUnavailableError,
@@ -66,6 +69,7 @@ from exectrack.stores._dialect import (
     runs_table_v4,
 )
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
+from exectrack.stores._text import PG_TEXT_INDEXES, postgres_text_index, postgres_text_term
 
 if TYPE_CHECKING:
     import psycopg
@@ -103,12 +107,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             big="BIGINT", real="DOUBLE PRECISION", seq_type="xid8", seq_default="'0'::xid8"
         ),
     ),
+    Migration(6, "text search index", postgres_text_index()),
 )
 
 _DIALECT = SqlDialect(
     param="%s",
     json_param="%s::jsonb",
-    like="ILIKE",
     # EXTRACT gives exact numeric seconds; the column rounds once, like SQLite's division.
     duration_since_start="EXTRACT(EPOCH FROM (?::timestamptz - started_at)) * 1000",
     multirow=False,
@@ -140,8 +144,12 @@ _DIALECT = SqlDialect(
     change_settled="change_seq < pg_snapshot_xmin(pg_current_snapshot())",
     seq_cast="::text::xid8",
     seq_out=lambda value: int(str(value)),
+    text_term=postgres_text_term,
+    text_page=None,
     row_lock=" FOR UPDATE SKIP LOCKED",
 )
+
+log = logging.getLogger(__name__)
 
 _OWN_OPTIONS = ("schema", "pool_min_size", "pool_max_size", "pool_timeout")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -426,20 +434,38 @@ class PostgresStore(SqlStore):
     def schema_version(self) -> int:
         return self._twice(lambda: SqlStore.schema_version(self))[1]
 
+    # PostgreSQL text cannot hold a NUL: a filter or id holding one matches no run
+    # (rather than failing the read, which the HTTP API would answer with a 503).
+
     def get(self, run_id: str) -> Run | None:
+        if "\x00" in run_id:
+            return None
         return self._twice(lambda: SqlStore.get(self, run_id))[1]
 
     def list_runs(
         self, flt: RunFilter, *, limit: int, cursor: tuple[int, str] | None = None
     ) -> list[Run]:
+        if cursor is not None and "\x00" in cursor[1]:
+            raise InvalidArgumentError("cursor: no run id holds a NUL character")
+        if _holds_nul(flt):
+            return []
         return self._twice(lambda: SqlStore.list_runs(self, flt, limit=limit, cursor=cursor))[1]
 
+    def changes(self, after: tuple[int, str] | None, *, limit: int) -> list[tuple[int, Run]]:
+        if after is not None and "\x00" in after[1]:
+            raise InvalidArgumentError("cursor: no run id holds a NUL character")
+        return SqlStore.changes(self, after, limit=limit)
+
     def count_runs(self, flt: RunFilter) -> dict[tuple[str, RunStatus], int]:
+        if _holds_nul(flt):
+            return {}
         return self._twice(lambda: SqlStore.count_runs(self, flt))[1]
 
     def aggregate(
         self, flt: RunFilter, *, quantiles: Sequence[float] = (), bounds: Sequence[float] = ()
     ) -> list[SourceAggregate]:
+        if _holds_nul(flt):
+            flt = _NOTHING  # the arguments are still checked
         return self._twice(
             lambda: SqlStore.aggregate(self, flt, quantiles=quantiles, bounds=bounds)
         )[1]
@@ -450,7 +476,10 @@ class PostgresStore(SqlStore):
         return self._twice(lambda: SqlStore.fold_rollups(self, limit=limit))[1]
 
     def latest_runs(self, filters: Sequence[RunFilter]) -> list[Run | None]:
-        return self._twice(lambda: SqlStore.latest_runs(self, filters))[1]
+        clean = [None if _holds_nul(f) else f for f in filters]
+        asked = [f for f in clean if f is not None]
+        found = iter(self._twice(lambda: SqlStore.latest_runs(self, asked))[1] if asked else [])
+        return [None if f is None else next(found) for f in clean]
 
     def apply(self, commands: Sequence[Command]) -> ApplyResult:
         # Lost at COMMIT, a batch is left to the writer's retry: its writes are
@@ -499,6 +528,36 @@ class PostgresStore(SqlStore):
         cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
         if cur.fetchone() is None:
             cur.execute(f'CREATE SCHEMA "{self.schema}"')
+
+    text_extension = "pg_trgm"  # schema v6's text index (``_text.py``)
+    _text_scan_logged = False
+
+    def _after_migrations(self, cur: Cursor) -> None:
+        """Text search's trigram indexes, when the migration could not create them
+        (``pg_trgm`` missing or not creatable): tried again at every migrate, since
+        the extension may have been installed since; while they are missing, text
+        search scans, said once per store."""
+        if self._has_text_indexes(cur):
+            return
+        for statement in postgres_text_index(self.text_extension):
+            cur.execute(statement)
+        if self._has_text_indexes(cur) or self._text_scan_logged:
+            return
+        self._text_scan_logged = True
+        log.warning(
+            "exectrack: the pg_trgm extension is not available on %s (it could not be "
+            "created); text search scans the runs table. Create it (CREATE EXTENSION "
+            "pg_trgm, as a role allowed to) and the next start indexes the text",
+            self.url,
+        )
+
+    def _has_text_indexes(self, cur: Cursor) -> bool:
+        cur.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            PG_TEXT_INDEXES,
+        )
+        row = cur.fetchone()
+        return bool(row and row[0])
 
     def _has_migrations_table(self, cur: Cursor) -> bool:
         cur.execute("SELECT to_regclass('exectrack_migrations') IS NOT NULL")
@@ -550,3 +609,15 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# A filter no run matches: statuses none is ever in (the empty IN list is invalid SQL).
+_NOTHING = RunFilter(
+    sources=("\x01no source\x01",), started_before=datetime(1970, 1, 2, tzinfo=UTC)
+)
+
+
+def _holds_nul(flt: RunFilter) -> bool:
+    """Whether a text ``flt`` compares holds a NUL: no PostgreSQL text does."""
+    texts = (*flt.sources, flt.session_id, flt.source_ref, flt.parent_id, flt.text)
+    return any(t is not None and "\x00" in t for t in texts)

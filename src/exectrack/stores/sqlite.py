@@ -42,6 +42,12 @@ from exectrack.stores._dialect import (
     runs_table_v4,
 )
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
+from exectrack.stores._text import (
+    SQLITE_TEXT_DRAIN,
+    sqlite_text_index,
+    sqlite_text_page,
+    sqlite_text_term,
+)
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
 
@@ -66,12 +72,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "rollups",
         rollup_tables_v5(big="INTEGER", real="REAL", seq_type="INTEGER", seq_default="0"),
     ),
+    Migration(6, "text search index", sqlite_text_index()),
 )
 
 _DIALECT = SqlDialect(
     param="?",
     json_param="?",
-    like="LIKE",
     duration_since_start="(? - started_at) / 1000.0",
     multirow=True,
     duration_between="({end} - {start}) / 1000.0",
@@ -89,6 +95,8 @@ _DIALECT = SqlDialect(
     change_settled="1 = 1",
     seq_cast="",
     seq_out=int,
+    text_term=sqlite_text_term,
+    text_page=sqlite_text_page,
     unindexed="+",
 )
 
@@ -415,6 +423,51 @@ class SQLiteStore(SqlStore):
                 self._readers -= 1
                 if not self._readers:
                     self._gate.notify_all()
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[Cursor]:
+        """``_read`` in one read transaction: the steps of a text-filtered page
+        (``_text.sqlite_text_page``) see the same runs."""
+        with self._read() as cur:
+            conn = self._conn()
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            finally:
+                if conn.in_transaction:  # a read: ending it loses nothing
+                    conn.execute("ROLLBACK")
+
+    # Created runs between two moves of the text queue into the trigram index
+    # (``_text.py``): a move costs one index flush, however many runs it takes.
+    text_drain_every = 1000
+    _text_queued = 0
+    _text_drain_failed = False
+
+    def _wrote(self, created: int) -> None:
+        super()._wrote(created)
+        if not created:
+            return
+        self._text_queued += created
+        if self._text_queued < self.text_drain_every:
+            return
+        self._text_queued = 0
+        try:
+            self.index_text()
+        except Exception as exc:  # the runs are committed; reads check queued runs
+            if not self._text_drain_failed:
+                self._text_drain_failed = True
+                log.warning("exectrack: could not update the text search index: %s", exc)
+
+    def index_text(self) -> int:
+        """Move the runs queued for the text index into it (one transaction); how
+        many. Stores do it by themselves every ``text_drain_every`` created runs;
+        until then text search reads queued runs directly."""
+        self._ensure_ready()
+        with self._write() as cur:
+            cur.execute(SQLITE_TEXT_DRAIN[0])
+            moved = max(cur.rowcount, 0)
+            cur.execute(SQLITE_TEXT_DRAIN[1])
+        return moved
 
     def _lock_schema(self, cur: Cursor) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's write lock."""
