@@ -351,20 +351,21 @@ def test_reads_equal_the_runs_folded_or_not(target: Target) -> None:
         _check_window(store, facts, start, end)
 
 
-def _fold_settled(store: SqlStore) -> None:
-    """Fold until no finished run is left unfolded. On PostgreSQL a change settles
-    only once no older transaction is open anywhere on the server (other tests',
-    say), so this waits for that, up to 30 s."""
+def _fold_settled(store: SqlStore) -> int:
+    """Fold until no finished run is left unfolded; how many runs the folds added.
+    On PostgreSQL a change settles only once no older transaction is open anywhere
+    on the server (other tests', say), so this waits for that, up to 30 s."""
     deadline = time.monotonic() + 30
+    added = 0
     while True:
-        store.fold_rollups()
+        added += store.fold_rollups()
         with store._read() as cur:
             cur.execute(
                 "SELECT COUNT(*) FROM runs WHERE finished_at IS NOT NULL AND (change_seq, id) > "
                 "(SELECT folded_seq, folded_id FROM run_rollup_state)"
             )
             if int(cur.fetchone()[0]) == 0:
-                return
+                return added
         assert time.monotonic() < deadline, "changes did not settle in 30 s"
         time.sleep(0.05)
 
@@ -393,12 +394,12 @@ def test_a_run_is_folded_once_when_it_finishes(target: Target) -> None:
     assert _rollup_total(store) == 0
     store.finish(FinishRun("a", RunStatus.SUCCESS, T0 + 5_000, duration_ms=5.0))
     store.finish(FinishRun("a", RunStatus.ERROR, T0 + 6_000, duration_ms=6.0))  # refused
-    _fold_settled(store)
+    assert _fold_settled(store) == 1
     assert _rollup_total(store) == 1
     assert store.fold_rollups() == 0
     reaped = store.reap(T0 + 10_000_000)
     assert [r.run_id for r in reaped] == ["b"]
-    _fold_settled(store)
+    assert _fold_settled(store) == 1
     assert _rollup_total(store) == 2
     counts = store.count_runs(RunFilter())
     assert counts == {("chat", RunStatus.SUCCESS): 1, ("chat", RunStatus.ERROR): 1}
@@ -460,10 +461,12 @@ def test_concurrent_folds_add_each_run_once(shared_target: Target) -> None:
     done = threading.Event()
     errors: list[BaseException] = []
 
+    added: list[int] = []
+
     def fold(store: SqlStore) -> None:
         try:
             while not done.is_set():
-                store.fold_rollups()
+                added.append(store.fold_rollups())
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -491,8 +494,9 @@ def test_concurrent_folds_add_each_run_once(shared_target: Target) -> None:
             t.join(60)
     assert not errors
     assert not any(t.is_alive() for t in threads)
-    _fold_settled(writer)
+    added.append(_fold_settled(writer))
     assert _rollup_total(writer) == 20 * 60
+    assert sum(added) == 20 * 60  # what each fold says it added, added up
     assert sum(store_n for store_n in writer.count_runs(RunFilter()).values()) == 1200
 
 
@@ -596,3 +600,120 @@ def test_the_engine_and_python_put_a_value_in_the_same_slot(target: Target) -> N
         hists = store._rollup_histograms(cur, Window.of(None, None), RunFilter(), ["duration"])
     want = Counter(slot_of(v) for v in values)
     assert hists[("chat", "duration")] == dict(want)
+
+
+def test_fold_reads_at_most_its_limit_and_says_what_it_added(target: Target) -> None:
+    """``fold_rollups(limit=n)`` reads n changes at most, in chunks of ``fold_chunk``,
+    and returns the finished runs among them; without a limit it goes on to the end."""
+    store = target.store
+    store.fold_every = 10**9
+    store.fold_chunk = 7
+    store.apply(
+        [
+            NewRun(
+                f"f{i:02d}",
+                "chat",
+                T0 + i,
+                status=RunStatus.SUCCESS,
+                finished_at=T0 + i + 1,
+                duration_ms=1.0,
+            )
+            for i in range(30)
+        ]
+    )
+    store.create(NewRun("open", "chat", T0 + 99))  # a change, not a finished run
+    if target.engine == "postgres":  # changes settle when no older transaction is open
+        assert _fold_settled(store) == 30
+        return
+    assert store.fold_rollups(limit=10) == 10
+    assert store.fold_rollups(limit=25) == 20  # 20 finished runs and the open one
+    assert store.fold_rollups() == 0
+    assert _rollup_total(store) == 30
+
+
+def test_histograms_count_every_run_in_a_slot(target: Target) -> None:
+    """Runs sharing a slot each count: one run at 5 ms and three at 50 ms put the
+    median at 50, for durations and for times to first item alike."""
+    store = target.store
+    store.exact_quantiles = 0
+    rows = []
+    for i, ms in enumerate((5.0, 50.0, 50.0, 50.0)):
+        rows.append(NewRun(f"h{i}", "chat", T0 + i, source_ref="ref"))
+        rows.append(
+            FinishRun(
+                f"h{i}", RunStatus.SUCCESS, T0 + i + 9, duration_ms=ms, items=1, first_item_ms=ms
+            )
+        )
+    store.apply(rows)
+    for _ in range(2):  # unfolded, then folded
+        [s] = store.summarize(None, T0 + DAY_US)
+        assert (s.p50_ms, s.first_item_p50_ms) == (50.0, 50.0)
+        [agg] = store.aggregate(RunFilter(sources=("chat", "other")), quantiles=(0.5,))
+        assert agg.quantiles == {0.5: 50.0}
+        _fold_settled(store)
+
+
+def test_filters_the_rollups_cannot_answer_read_the_runs(target: Target) -> None:
+    """A session, source_ref, parent or text filter narrows the counts (the rollups
+    hold none of them, so such a filter reads the runs); two sources add up."""
+    store = target.store
+    store.apply(
+        [
+            NewRun(
+                "p",
+                "chat",
+                T0,
+                status=RunStatus.SUCCESS,
+                finished_at=T0 + 1,
+                session_id="s1",
+                source_ref="alpha",
+                duration_ms=1.0,
+            ),
+            NewRun(
+                "c",
+                "skill",
+                T0,
+                status=RunStatus.SUCCESS,
+                finished_at=T0 + 1,
+                parent_id="p",
+                duration_ms=2.0,
+            ),
+            NewRun(
+                "o",
+                "chat",
+                T0,
+                status=RunStatus.ERROR,
+                finished_at=T0 + 1,
+                session_id="s2",
+                source_ref="beta",
+                error_code="boom",
+                error_message="upstream said no",
+                duration_ms=3.0,
+            ),
+        ]
+    )
+    _fold_settled(store)
+    ok, err = ("chat", RunStatus.SUCCESS), ("chat", RunStatus.ERROR)
+    assert store.count_runs(RunFilter(session_id="s1")) == {ok: 1}
+    assert store.count_runs(RunFilter(source_ref="beta")) == {err: 1}
+    assert store.count_runs(RunFilter(parent_id="p")) == {("skill", RunStatus.SUCCESS): 1}
+    assert store.count_runs(RunFilter(text="upstream")) == {err: 1}
+    assert store.count_runs(RunFilter(sources=("chat", "skill"))) == {
+        ok: 1,
+        err: 1,
+        ("skill", RunStatus.SUCCESS): 1,
+    }
+
+
+def test_a_window_inside_one_hour_counts_only_its_own_open_runs(target: Target) -> None:
+    """Open runs count in the window they started in: one that started earlier in
+    the same hour is not in a window that begins after it."""
+    store = target.store
+    hour = T0 - T0 % HOUR_US
+    store.create(NewRun("early", "chat", hour + 60_000_000))
+    store.create(NewRun("inside", "chat", hour + 20 * 60_000_000))
+    flt = RunFilter(
+        started_after=us_to_datetime(hour + 10 * 60_000_000),
+        started_before=us_to_datetime(hour + 30 * 60_000_000),
+    )
+    assert store.count_runs(flt) == {("chat", RunStatus.RUNNING): 1}

@@ -456,9 +456,7 @@ class RollupOps:
         )
         out: dict[str, RollupCounts] = {}
         for source, status, code, runs, durations, total, firsts in cur.fetchall():
-            n = int(runs)
-            if n == 0:
-                continue
+            n = int(runs)  # >= 1: every arm's rows count at least one run
             c = out.setdefault(str(source), RollupCounts())
             st = RunStatus(status)
             c.by_status[st] = c.by_status.get(st, 0) + n
