@@ -127,9 +127,9 @@ def pack(slots: dict[int, int]) -> str:
 def add_packed(into: dict[int, int], packed: str) -> None:
     """Add a stored histogram to ``into``."""
     flat = json.loads(packed)
-    for i in range(0, len(flat), 2):
-        slot = flat[i]
-        into[slot] = into.get(slot, 0) + flat[i + 1]
+    get = into.get
+    for slot, runs in zip(flat[::2], flat[1::2], strict=True):
+        into[slot] = get(slot, 0) + runs
 
 
 def _floor(us: int, grain: int) -> int:
