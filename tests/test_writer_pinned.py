@@ -533,8 +533,8 @@ def test_flush_gives_up_half_a_second_after_the_store_went_down(
     second later, with or without a timeout of its own."""
     w = Writer(store, Reports(), Reports(), linger=0)
     held(store, w)
+    began = time.monotonic()  # before the timer starts: it cannot fire earlier than 0.1 s
     timer = _down_after(store, 0.1)
-    began = time.monotonic()
     assert w.flush(timeout) is False
     assert 0.6 <= time.monotonic() - began < 1.0
     timer.join()
