@@ -108,6 +108,7 @@ def test_percentile_reads_the_nearest_rank_slot() -> None:
     assert percentile(slots, 951) == 200.0
     assert percentile(slots, 1000) == 200.0
     assert percentile({}, 500) is None
+    assert percentile({slot_of(1): 1, slot_of(2): 1}, 500) == 1.0  # rank 1 of 2
 
 
 @given(
