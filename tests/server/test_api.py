@@ -366,6 +366,26 @@ def test_reaper_finishes_abandoned_runs_while_the_app_runs(
     assert run.status is RunStatus.ERROR and run.error_code == "abandoned"
 
 
+def test_the_reaper_loop_folds_what_writers_left_unfolded(
+    store: SqlStore, client_for: Client
+) -> None:
+    """Runs a writer never folded (fewer than its 2,000 changes) are folded by the
+    served app's reaper loop, and the stats read the same before and after."""
+    store.fold_every = 10**9
+    for i in range(5):
+        add_run(store, f"r{i}", "chat")
+    since = {"since": "2020-01-01T00:00:00Z"}
+    before = client_for(create_app(store)).get("/api/stats", params=since).json()
+    assert before["sources"][0]["total"] == 5
+    from .conftest import wait_until
+
+    with client_for(create_app(store, reaper=True)) as c:
+        app_state = c.app.state.exectrack  # type: ignore[attr-defined]
+        wait_until(lambda: app_state.reaper.folded == 5, 10, "the runs folded")
+        assert c.get("/api/stats", params=since).json() == before
+    assert store.fold_rollups() == 0
+
+
 def test_a_mounted_app_starts_its_reaper_on_the_first_request(
     store: SqlStore, client_for: Client
 ) -> None:
