@@ -382,3 +382,20 @@ def test_the_scan_goes_on_after_every_pair() -> None:
     assert redact_text("user=bob password=hunter22") == "user=bob password=[REDACTED]"
     assert redact_text("password=a&token=b c") == "password=[REDACTED]&token=[REDACTED] c"
 
+
+def test_secrets_in_metadata_keys_are_redacted() -> None:
+    """A secret inside a metadata key (a URL with its password, a token used as a
+    key) is redacted like text; the value under it is kept, and a secret key name
+    still replaces its value (regression: keys were stored as given)."""
+    meta = {
+        "postgresql://app:s3cr3t@db:5432/x": 3,
+        "calls sk-abcdefghijklmnop1234": "ok",
+        "nested": {"Bearer abcdefgh12345678": [1]},
+        "password": "hunter22",
+    }
+    assert normalize_metadata(meta) == {
+        "postgresql://app:***@db:5432/x": 3,
+        "calls [REDACTED]": "ok",
+        "nested": {"Bearer [REDACTED]": [1]},
+        "password": REDACTED,
+    }
