@@ -48,6 +48,8 @@ TEXT_RULES = [
     ("BEARER abcdefgh12345678", "BEARER [REDACTED]"),
     ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic [REDACTED]"),
     ("Authorization: Token abcdef0123456789", "Authorization: Token [REDACTED]"),
+    # a scheme on its own, outside a secret pair
+    ("proxy sent basic dXNlcjpwYXNzd29yZA== ok", "proxy sent basic [REDACTED] ok"),
     ("token abcdefgh", "token [REDACTED]"),
     # passwords in URLs keep the user and host, the password becomes ***
     ("https://user:hunter22@example.com/path", "https://user:***@example.com/path"),
