@@ -293,3 +293,44 @@ def test_a_cancellation_after_a_disconnect_is_client_disconnected(t: ExecutionTr
     asyncio.run(main())
     [run] = t.list_runs(source="chat").runs
     assert (run.status, run.error_code) == (RunStatus.CANCELED, "client_disconnected")
+
+
+def test_no_watch_once_the_response_started(t: ExecutionTracker) -> None:
+    """The watcher is for a handler that has not answered yet: an app that reads the
+    request body after starting its response gets no watcher reading the server's
+    receive behind it (a later disconnect is the app's to see)."""
+    body = {"type": "http.request", "body": b"hello", "more_body": False}
+    server = Server(body, DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        await send(START)
+        assert await receive() == body
+        for _ in range(5):
+            await asyncio.sleep(0)
+        h.finish_success()
+        await send(END)
+
+    headers = [(b"content-length", b"5")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    assert server.received == 1
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {}
+
+
+def test_no_watch_once_the_app_saw_the_disconnect(t: ExecutionTracker) -> None:
+    """An app that read the disconnect itself before ``watch_after`` leaves nothing
+    to watch for: the server's receive is not read again on its own. (The app's
+    2 ms sleep ends after the watch's 1 ms timer: the loop orders them by deadline.)"""
+    server = Server(DISCONNECT, DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert await receive() == DISCONNECT
+        await asyncio.sleep(0.002)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    middleware = ExectrackMiddleware(app, watch_after=0.001)
+    asyncio.run(middleware(http(), server.receive, server.send))
+    assert server.received == 1
