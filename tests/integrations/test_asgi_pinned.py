@@ -525,3 +525,75 @@ def test_a_receive_waiting_when_the_response_starts_reads_on(t: ExecutionTracker
 
     asyncio.run(main())
     assert got == [body]
+
+
+def test_no_watch_before_watch_after_under_a_second(t: ExecutionTracker) -> None:
+    """``watch_after`` below a second is waited for as well: a handler that answers
+    within it (a few loop turns here) costs no read of the server's receive."""
+    server = Server(DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await ticks()
+        await send(START)
+        await send(END)
+
+    asyncio.run(ExectrackMiddleware(app, watch_after=0.9)(http(), server.receive, server.send))
+    assert server.received == 0
+
+
+def test_a_last_body_message_without_more_body_starts_the_watch(t: ExecutionTracker) -> None:
+    """A request body whose last message has no ``more_body`` key (the ASGI default,
+    False) is complete: the watcher starts after it and sees the disconnect."""
+    body = {"type": "http.request", "body": b"hello"}
+    server = Server(body, DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        assert await receive() == body
+        await server.all_handed.wait()
+        await ticks()
+        h.finish_success()
+
+    headers = [(b"content-length", b"5")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_a_request_with_content_length_0_is_watched_at_once(t: ExecutionTracker) -> None:
+    """``content-length: 0`` announces no body: the watch starts with the request."""
+    server = Server(DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        await server.handed.wait()
+        await ticks()
+        h.finish_success()
+
+    headers = [(b"content-length", b"0")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_an_error_after_a_complete_response_leaves_open_runs_unmarked(
+    t: ExecutionTracker,
+) -> None:
+    """A response is complete at its last body message (no ``more_body``: False): an
+    OSError after it marks no run, even one still open when the request ends."""
+    server = Server()
+    handles: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        handles.append(t.start("tool"))  # still open (a thread's work) when it fails
+        await send(START)
+        await send({"type": "http.response.body", "body": b"done"})
+        raise OSError("cleanup failed")
+
+    with pytest.raises(OSError, match="cleanup failed"):
+        asyncio.run(ExectrackMiddleware(app)(http(), server.receive, server.send))
+    handles[0].finish_success()
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {}
