@@ -597,3 +597,14 @@ def test_an_error_after_a_complete_response_leaves_open_runs_unmarked(
     handles[0].finish_success()
     [run] = t.list_runs(source="tool").runs
     assert run.metadata == {}
+
+
+def test_the_watch_starts_50_ms_after_the_body_by_default() -> None:
+    """The documented defaults: the watch is on and starts 50 ms after the request
+    body is in (a quicker handler costs nothing)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    middleware = ExectrackMiddleware(app)
+    assert (middleware.watch_disconnect, middleware.watch_after) == (True, 0.05)
