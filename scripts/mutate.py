@@ -137,11 +137,20 @@ def results(work: Path, module: str) -> dict[str, str]:
 
 
 def mutmut(work: Path, *args: str, log: Path) -> int:
+    # A test that starts a Python subprocess (a uvicorn process, a worker) gets the
+    # mutated sources too, not whatever copy of exectrack the environment installs.
+    src = str(work / "mutants" / "src")
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     with log.open("a", encoding="utf-8") as out:
         out.write(f"\n$ mutmut {' '.join(args)}\n")
         out.flush()
         proc = subprocess.run(
-            [str(MUTMUT), *args], cwd=work, stdout=out, stderr=subprocess.STDOUT, check=False
+            [str(MUTMUT), *args],
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": path},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     return proc.returncode
 

@@ -48,6 +48,8 @@ TEXT_RULES = [
     ("BEARER abcdefgh12345678", "BEARER [REDACTED]"),
     ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic [REDACTED]"),
     ("Authorization: Token abcdef0123456789", "Authorization: Token [REDACTED]"),
+    # a scheme on its own, outside a secret pair
+    ("proxy sent basic dXNlcjpwYXNzd29yZA== ok", "proxy sent basic [REDACTED] ok"),
     ("token abcdefgh", "token [REDACTED]"),
     # passwords in URLs keep the user and host, the password becomes ***
     ("https://user:hunter22@example.com/path", "https://user:***@example.com/path"),
@@ -234,3 +236,168 @@ def test_metadata_must_be_a_mapping_and_says_what_it_got() -> None:
 
     with pytest.raises(InvalidArgumentError, match="not list"):
         normalize_metadata([1, 2])  # type: ignore[arg-type]
+
+
+# every other rule of the text scan, one row each (exactly what is stored)
+MORE_TEXT_RULES = [
+    # the pair's name may be quoted (JSON, Python reprs) and spaced from its value
+    ("password = hunter22", "password = [REDACTED]"),
+    ("'password': 'hunter22'", "'password': '[REDACTED]'"),
+    ("a=1 passphrase=foo bar", "a=1 passphrase=[REDACTED] bar"),
+    # a scheme in a secret pair's value is kept, the credential after it is not
+    ("authorization: Bearer abcdefgh12345678", "authorization: Bearer [REDACTED]"),
+    ("Authorization=Token abcdef0123456789", "Authorization=Token [REDACTED]"),
+    ("Authorization: Digest username=bob", "Authorization: Digest [REDACTED]"),
+    # a PEM private key, whole, in any case, or cut before its end
+    (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKC\n-----END RSA PRIVATE KEY----- after",
+        "[REDACTED] after",
+    ),
+    ("-----begin private key-----\nMIIE\n-----end private key----- z", "[REDACTED] z"),
+    ("key: -----BEGIN PRIVATE KEY-----\nMIIEowIBAAKC", "key: [REDACTED]"),
+    # ... and as a secret pair's value, escaped inside a JSON string
+    (
+        'private_key="-----BEGIN PRIVATE KEY-----\\nMIIEv\\n-----END PRIVATE KEY-----" x',
+        'private_key="[REDACTED]" x',
+    ),
+    # provider formats
+    ("stripe sk_live_abcdefghijklmnop1234 x", "stripe [REDACTED] x"),
+    ("stripe rk_test_abcdefghijklmnop1234 x", "stripe [REDACTED] x"),
+    ("gitlab glpat-abcdefghijklmnopqrst x", "gitlab [REDACTED] x"),
+    ("hf hf_abcdefghijklmnopqrstuvwxyz01234 x", "hf [REDACTED] x"),
+    ("npm npm_abcdefghijklmnopqrstuvwxyz0123456789 x", "npm [REDACTED] x"),
+    ("aws ASIAIOSFODNN7EXAMPLE x", "aws [REDACTED] x"),
+    ("google ya29.a0AfH6SMBabcdefghijklmnop x", "google [REDACTED] x"),
+    # the shortest of each format that is still a secret
+    ("Bearer abcdefgh==", "Bearer [REDACTED]"),
+    ("k sk-ABCDEFGHIJKLMNOP", "k [REDACTED]"),
+    ("gh ghp_abcdefghijklmnopqrst", "gh [REDACTED]"),
+    ("slack xoxb-1234567890", "slack [REDACTED]"),
+    ("jwt eyJabcdefgh.abcdefgh.abcdefgh", "jwt [REDACTED]"),
+]
+
+# one character short of each format: not a secret
+MORE_HARMLESS = [
+    "Bearer abcdefg",
+    "k sk-ABCDEFGHIJKLMNO",
+    "gh ghp_abcdefghijklmnopqrs",
+    "gh github_pat_abcdefghijklmnopqrs",
+    "slack xoxb-123456789",
+    "stripe sk_live_short",
+    "jwt eyJabcdefg.abcdefgh.abcdefgh",
+    "see https://example.com/a:b@c",  # a colon after the host's path is no password
+    "redis://user@host",
+]
+
+
+@pytest.mark.parametrize(("text", "stored"), MORE_TEXT_RULES)
+def test_each_other_text_rule_redacts_exactly(text: str, stored: str) -> None:
+    """Pairs with quoted names, schemes inside a secret pair, PEM blocks and the
+    provider formats: each replaces exactly the secret, in any case."""
+    assert redact_text(text) == stored
+
+
+@pytest.mark.parametrize("text", MORE_HARMLESS)
+def test_one_character_short_of_a_format_is_kept(text: str) -> None:
+    """Each format's minimum length is part of the rule: one character less is text."""
+    assert redact_text(text) == text
+
+
+# every secret name the key rule knows, written as one word (no separator to split on)
+# and as the name of a text pair
+ONE_WORD_SECRET_KEYS = [
+    "pass",
+    "passphrase",
+    "passwd",
+    "pwd",
+    "clientsecret",
+    "secretkey",
+    "secretaccesskey",
+    "privatekey",
+    "apikey",
+    "accesskey",
+    "accountkey",
+    "storagekey",
+    "subscriptionkey",
+    "masterkey",
+    "signingkey",
+    "encryptionkey",
+    "sessionkey",
+    "sharedkey",
+    "sharedaccesskey",
+    "accesstoken",
+    "refreshtoken",
+    "authtoken",
+    "idtoken",
+    "sessiontoken",
+    "securitytoken",
+    "bearertoken",
+    "apitoken",
+    "sastoken",
+    "oauthtoken",
+    "csrftoken",
+    "authorization",
+    "cookie",
+    "credential",
+    "credentials",
+    "signature",
+    "sig",
+    "dbPassword",
+    "DB_PASSWORD",
+]
+
+# names that contain a secret word but are not a secret's name
+NOT_SECRET_KEYS = [
+    "passport",
+    "bypass",
+    "password_hint",
+    "tokenizer",
+    "token_count",
+    "signed",
+    "cookies",
+    "session",
+    "public_key",
+    "key_id",
+    "access_key_id",
+    "authorizations",
+    "keyword",
+]
+
+
+@pytest.mark.parametrize("key", ONE_WORD_SECRET_KEYS)
+def test_every_secret_name_is_a_secret_key_and_pair(key: str) -> None:
+    """Each name of the key rule redacts a metadata value under it and a text pair
+    named so."""
+    assert normalize_metadata({key: "hunter22"}) == {key: REDACTED}
+    assert redact_text(f"{key}=hunter22 ok") == f"{key}={REDACTED} ok"
+
+
+@pytest.mark.parametrize("key", NOT_SECRET_KEYS)
+def test_names_near_a_secret_name_are_kept(key: str) -> None:
+    """A name that only contains a secret word keeps its value, in metadata and text."""
+    assert normalize_metadata({key: "hunter22"}) == {key: "hunter22"}
+    assert redact_text(f"{key}=hunter22") == f"{key}=hunter22"
+
+
+def test_the_scan_goes_on_after_every_pair() -> None:
+    """A pair (secret or not) does not end the scan: later secrets are redacted too."""
+    assert redact_text("user=bob password=hunter22") == "user=bob password=[REDACTED]"
+    assert redact_text("password=a&token=b c") == "password=[REDACTED]&token=[REDACTED] c"
+
+
+def test_secrets_in_metadata_keys_are_redacted() -> None:
+    """A secret inside a metadata key (a URL with its password, a token used as a
+    key) is redacted like text; the value under it is kept, and a secret key name
+    still replaces its value (regression: keys were stored as given)."""
+    meta = {
+        "postgresql://app:s3cr3t@db:5432/x": 3,
+        "calls sk-abcdefghijklmnop1234": "ok",
+        "nested": {"Bearer abcdefgh12345678": [1]},
+        "password": "hunter22",
+    }
+    assert normalize_metadata(meta) == {
+        "postgresql://app:***@db:5432/x": 3,
+        "calls [REDACTED]": "ok",
+        "nested": {"Bearer [REDACTED]": [1]},
+        "password": REDACTED,
+    }

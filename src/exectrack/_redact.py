@@ -7,6 +7,8 @@
   ``[REDACTED]``; a value under a secret-looking key (``password``, ``api_key``,
   ``clientSecret``, ``aws_session_token``, ...) is replaced whole, whatever it is
   (text, a list, a mapping), except numbers, booleans and None (counts and flags).
+  Metadata keys are redacted like text (a URL with a password, a token used as a
+  key); two keys that differ only in a secret become one key.
 - Long text is cut *before* it is redacted, so a 10 MB string costs what its capped
   prefix costs; the redaction looks a little past the cut, so a secret that straddles
   it is still recognised.
@@ -267,7 +269,7 @@ def _normalize_mapping(value: Mapping[Any, Any], depth: int, w: _Walk) -> dict[s
         if w.nodes >= MAX_NODES:
             w.cut.setdefault("values", MAX_NODES)
             break
-        name = _cap_redacted(safe_str(key, w.problems, "key"), _KEY_LIMIT, False)
+        name = _cap_redacted(safe_str(key, w.problems, "key"), _KEY_LIMIT, True)
         if item is not None and not isinstance(item, bool | int | float) and is_secret_key(name):
             w.nodes += 1  # text, bytes, a list or mapping, an object: all of it is secret
             out[name] = REDACTED

@@ -66,8 +66,13 @@ def uvicorn_server(app: Any, graceful: float = 0.5) -> Iterator[Served]:
     # Nagle and delayed ACKs add ~40 ms to every keep-alive streamed response
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
+    # A factory and interface="asgi3" say what uvicorn otherwise guesses by calling the
+    # app with no arguments and reading its __call__ (a wrapped __call__, as under
+    # mutation testing, fools both guesses).
     config = uvicorn.Config(
-        app,
+        lambda: app,
+        factory=True,
+        interface="asgi3",
         http="h11",
         lifespan="off",
         log_config=None,
@@ -123,7 +128,7 @@ def hypercorn_trio_server(app: Any, graceful: float = 0.5) -> Iterator[Served]:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
                 lambda task_status: serve(
-                    app, config, shutdown_trigger=stop.wait, task_status=task_status
+                    app, config, shutdown_trigger=stop.wait, task_status=task_status, mode="asgi"
                 )
             )  # type: ignore[arg-type]
             ports.append(int(binds[0].rsplit(":", 1)[1]))

@@ -477,7 +477,9 @@ app = ExectrackMiddleware(Starlette(routes=[Route("/stream", stream), Route("/ss
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 sock.bind(("127.0.0.1", 0))
 print(sock.getsockname()[1], flush=True)
-config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=1)
+config = uvicorn.Config(
+    lambda: app, factory=True, interface="asgi3", log_config=None, timeout_graceful_shutdown=1
+)
 uvicorn.Server(config).run(sockets=[sock])
 """
 

@@ -30,6 +30,7 @@ class Server:
         self.received = 0
         self.sent: list[dict[str, Any]] = []
         self.handed = asyncio.Event()
+        self.all_handed = asyncio.Event()  # set once the last message was handed out
         self.streaming = asyncio.Event()  # set once a body chunk was sent
 
     async def receive(self) -> dict[str, Any]:
@@ -37,6 +38,8 @@ class Server:
             self.received += 1
             message = self.messages.pop(0)
             self.handed.set()
+            if not self.messages:
+                self.all_handed.set()
             return message
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -293,3 +296,315 @@ def test_a_cancellation_after_a_disconnect_is_client_disconnected(t: ExecutionTr
     asyncio.run(main())
     [run] = t.list_runs(source="chat").runs
     assert (run.status, run.error_code) == (RunStatus.CANCELED, "client_disconnected")
+
+
+def test_no_watch_once_the_response_started(t: ExecutionTracker) -> None:
+    """The watcher is for a handler that has not answered yet: an app that reads the
+    request body after starting its response gets no watcher reading the server's
+    receive behind it (a later disconnect is the app's to see)."""
+    body = {"type": "http.request", "body": b"hello", "more_body": False}
+    server = Server(body, DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        await send(START)
+        assert await receive() == body
+        for _ in range(5):
+            await asyncio.sleep(0)
+        h.finish_success()
+        await send(END)
+
+    headers = [(b"content-length", b"5")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    assert server.received == 1
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {}
+
+
+def test_no_watch_once_the_app_saw_the_disconnect(t: ExecutionTracker) -> None:
+    """An app that read the disconnect itself before ``watch_after`` leaves nothing
+    to watch for: the server's receive is not read again on its own. (The app's
+    2 ms sleep ends after the watch's 1 ms timer: the loop orders them by deadline.)"""
+    server = Server(DISCONNECT, DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert await receive() == DISCONNECT
+        await asyncio.sleep(0.002)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    middleware = ExectrackMiddleware(app, watch_after=0.001)
+    asyncio.run(middleware(http(), server.receive, server.send))
+    assert server.received == 1
+
+
+class LiveServer:
+    """A server whose messages arrive when the test puts them (``deliver``), handed
+    to its waiting ``receive`` calls in the order they called; every call counted."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.calls = 0
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        self.calls += 1
+        return await self.queue.get()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        self.queue.put_nowait(message)
+
+
+async def ticks(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_a_chunk_sent_though_the_headers_said_no_body_reaches_the_app(
+    t: ExecutionTracker,
+) -> None:
+    """A request whose headers announce no body but whose server sends body chunks:
+    the watcher hands the first over and stops there (more is coming); the app
+    receives every chunk, in order, and no receive of its own is lost."""
+    one = {"type": "http.request", "body": b"a", "more_body": True}
+    two = {"type": "http.request", "body": b"b", "more_body": False}
+    server = Server(one, two)
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await server.handed.wait()
+        await ticks()
+        got.append(server.received)  # the watcher took the first chunk only
+        got.append(await receive())
+        got.append(await receive())
+
+    asyncio.run(ExectrackMiddleware(app, watch_after=0)(http(), server.receive, server.send))
+    assert got == [1, one, two]
+
+
+def test_an_empty_body_without_more_body_is_the_last(t: ExecutionTracker) -> None:
+    """A body message without a ``more_body`` key is the last one (the ASGI default):
+    the watcher goes on to see the disconnect after it."""
+    empty = {"type": "http.request", "body": b""}
+    server = Server(empty, DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        await server.all_handed.wait()
+        await ticks()
+        h.finish_success()
+        assert await receive() == empty
+
+    asyncio.run(ExectrackMiddleware(app, watch_after=0)(http(), server.receive, server.send))
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_a_body_in_chunks_is_watched_only_after_the_last(t: ExecutionTracker) -> None:
+    """With a body in several chunks the watcher starts after the last one, never
+    while more of the body is to come."""
+    one = {"type": "http.request", "body": b"a", "more_body": True}
+    two = {"type": "http.request", "body": b"b", "more_body": False}
+    server = Server(one, two, DISCONNECT)
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        got.append(await receive())
+        await ticks()
+        got.append(server.received)  # nothing read behind the app
+        got.append(await receive())
+        await server.all_handed.wait()
+        await ticks()
+        h.finish_success()
+
+    headers = [(b"transfer-encoding", b"chunked")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    assert got == [one, 1, two]
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_the_apps_receive_waits_for_the_watcher(t: ExecutionTracker) -> None:
+    """While the watcher reads the server's receive, the app's receive waits for what
+    the watcher gets (never a second read of its own): a disconnect reaches both."""
+    got: list[Any] = []
+
+    async def main() -> None:
+        server = LiveServer()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await ticks()  # the watcher is reading
+            waiting = asyncio.create_task(receive())
+            await ticks()
+            server.deliver(DISCONNECT)
+            got.append(await asyncio.wait_for(waiting, 5))
+            got.append(server.calls)
+
+        await ExectrackMiddleware(app, watch_after=0)(http(), server.receive, server.send)
+
+    asyncio.run(main())
+    assert got == [DISCONNECT, 1]
+
+
+def test_no_watcher_while_the_app_reads_itself(t: ExecutionTracker) -> None:
+    """An app already waiting in receive when ``watch_after`` passes gets no watcher
+    reading beside it. (The app's 2 ms sleep ends after the 1 ms timer: the loop
+    orders them by deadline.)"""
+    got: list[Any] = []
+
+    async def main() -> None:
+        server = LiveServer()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            waiting = asyncio.create_task(receive())
+            await asyncio.sleep(0.002)
+            await ticks()
+            server.deliver(DISCONNECT)
+            got.append(await asyncio.wait_for(waiting, 5))
+            got.append(server.calls)
+
+        await ExectrackMiddleware(app, watch_after=0.001)(http(), server.receive, server.send)
+
+    asyncio.run(main())
+    assert got == [DISCONNECT, 1]
+
+
+def test_a_cancelled_receive_is_cancelled_while_the_watcher_reads(t: ExecutionTracker) -> None:
+    """The app's receive, waiting for the watcher, is cancelled like any await (a
+    timeout around it); the watcher goes on and still sees the disconnect."""
+    got: list[Any] = []
+
+    async def main() -> None:
+        server = LiveServer()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            h = t.start("tool")
+            await ticks()
+            waiting = asyncio.create_task(receive())
+            await ticks()
+            waiting.cancel()
+            got.append(await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 5))
+            server.deliver(DISCONNECT)
+            await ticks()
+            h.finish_success()
+
+        await ExectrackMiddleware(app, watch_after=0)(http(), server.receive, server.send)
+
+    asyncio.run(main())
+    assert [type(x) for x in got[0]] == [asyncio.CancelledError]
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_a_receive_waiting_when_the_response_starts_reads_on(t: ExecutionTracker) -> None:
+    """Starting the response stops the watcher; an app receive that was waiting for
+    it then reads the server's receive itself and gets the next message."""
+    body = {"type": "http.request", "body": b"", "more_body": False}
+    got: list[Any] = []
+
+    async def main() -> None:
+        server = LiveServer()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await ticks()
+            waiting = asyncio.create_task(receive())
+            await ticks()
+            await send(START)  # stops the watcher
+            await ticks()
+            server.deliver(body)
+            got.append(await asyncio.wait_for(waiting, 5))
+            await send(END)
+
+        await ExectrackMiddleware(app, watch_after=0)(http(), server.receive, server.send)
+
+    asyncio.run(main())
+    assert got == [body]
+
+
+def test_no_watch_before_watch_after_under_a_second(t: ExecutionTracker) -> None:
+    """``watch_after`` below a second is waited for as well: a handler that answers
+    within it (a few loop turns here) costs no read of the server's receive."""
+    server = Server(DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await ticks()
+        await send(START)
+        await send(END)
+
+    asyncio.run(ExectrackMiddleware(app, watch_after=0.9)(http(), server.receive, server.send))
+    assert server.received == 0
+
+
+def test_a_last_body_message_without_more_body_starts_the_watch(t: ExecutionTracker) -> None:
+    """A request body whose last message has no ``more_body`` key (the ASGI default,
+    False) is complete: the watcher starts after it and sees the disconnect."""
+    body = {"type": "http.request", "body": b"hello"}
+    server = Server(body, DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        assert await receive() == body
+        await server.all_handed.wait()
+        await ticks()
+        h.finish_success()
+
+    headers = [(b"content-length", b"5")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_a_request_with_content_length_0_is_watched_at_once(t: ExecutionTracker) -> None:
+    """``content-length: 0`` announces no body: the watch starts with the request."""
+    server = Server(DISCONNECT)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        h = t.start("tool")
+        await server.handed.wait()
+        await ticks()
+        h.finish_success()
+
+    headers = [(b"content-length", b"0")]
+    middleware = ExectrackMiddleware(app, watch_after=0)
+    asyncio.run(middleware(http(headers), server.receive, server.send))
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {"client_disconnected": True}
+
+
+def test_an_error_after_a_complete_response_leaves_open_runs_unmarked(
+    t: ExecutionTracker,
+) -> None:
+    """A response is complete at its last body message (no ``more_body``: False): an
+    OSError after it marks no run, even one still open when the request ends."""
+    server = Server()
+    handles: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        handles.append(t.start("tool"))  # still open (a thread's work) when it fails
+        await send(START)
+        await send({"type": "http.response.body", "body": b"done"})
+        raise OSError("cleanup failed")
+
+    with pytest.raises(OSError, match="cleanup failed"):
+        asyncio.run(ExectrackMiddleware(app)(http(), server.receive, server.send))
+    handles[0].finish_success()
+    [run] = t.list_runs(source="tool").runs
+    assert run.metadata == {}
+
+
+def test_the_watch_starts_50_ms_after_the_body_by_default() -> None:
+    """The documented defaults: the watch is on and starts 50 ms after the request
+    body is in (a quicker handler costs nothing)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    middleware = ExectrackMiddleware(app)
+    assert (middleware.watch_disconnect, middleware.watch_after) == (True, 0.05)
