@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -51,6 +53,43 @@ def track_many(url: str, n: int) -> None:
         tracked(i)
 
 
+def _proc_text(pid: int, name: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text(errors="replace").strip()
+    except OSError as exc:
+        return f"<{type(exc).__name__}>"
+
+
+def _terminate_or_explain(pool: multiprocessing.pool.Pool, timeout: float = 60) -> None:
+    """What ``with Pool()`` does on exit (terminate, then join the workers), but a
+    worker still alive after ``timeout`` fails the test with where each of its
+    threads waits (seen twice in full runs, never reproduced alone), instead of the
+    run's timeout with no trace of the child."""
+    workers = list(pool._pool)  # type: ignore[attr-defined]
+    done = threading.Event()
+    threading.Thread(target=lambda: (pool.terminate(), done.set()), daemon=True).start()
+    if done.wait(timeout):
+        return
+    report = []
+    for w in workers:
+        if w.exitcode is None and w.pid is not None:
+            tasks = Path(f"/proc/{w.pid}/task")
+            waits = (
+                {t.name: _proc_text(w.pid, f"task/{t.name}/wchan") for t in tasks.iterdir()}
+                if tasks.exists()
+                else {}
+            )
+            report.append(
+                f"worker {w.pid}: {_proc_text(w.pid, 'status').splitlines()[2:3]} "
+                f"threads waiting in {waits}; signals: "
+                + " ".join(
+                    ln for ln in _proc_text(w.pid, "status").splitlines() if ln.startswith("Sig")
+                )
+            )
+            os.kill(w.pid, signal.SIGKILL)
+    pytest.fail(f"Pool.terminate did not end within {timeout} s: " + "; ".join(report))
+
+
 def _counts(url: str) -> dict[tuple[str, RunStatus], int]:
     store = open_store(url)
     try:
@@ -79,8 +118,11 @@ def test_every_run_of_every_kind_of_worker_reaches_the_store(
         p.join(60)
         assert p.exitcode == 0
     work = functools.partial(tracked_in, db_url)
-    with ctx.Pool(2) as pool:
+    pool = ctx.Pool(2)
+    try:
         assert pool.map(work, range(1000)) == list(range(1000))
+    finally:
+        _terminate_or_explain(pool)
     with ProcessPoolExecutor(2, mp_context=ctx) as executor:
         assert list(executor.map(work, range(500))) == list(range(500))
     exectrack.flush()
