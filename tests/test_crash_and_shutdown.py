@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -296,3 +297,37 @@ print("ok")
         [sys.executable, "-c", code, db_url], capture_output=True, text=True, check=False
     )
     assert (out.returncode, out.stdout.strip()) == (0, "ok"), out.stderr
+
+
+def _blocked(native_id: int) -> int:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    [line] = [ln for ln in status.splitlines() if ln.startswith("SigBlk:")]
+    return int(line.split()[1], 16)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads Linux's /proc")
+def test_exectracks_threads_leave_sigterm_and_sigint_to_the_main_thread(db_url: str) -> None:
+    """A signal sent to the process goes to any thread that does not block it; one
+    that lands on the writer or the monitor while the main thread waits in C (a Pool
+    worker waiting for a task) runs no Python handler, and the process never ends.
+    exectrack's threads block both, the main thread keeps them."""
+    import threading
+
+    from exectrack import ExecutionTracker
+
+    tracker = ExecutionTracker(db_url, lease=1.0)
+    try:
+        tracker.start("worker", "x").finish_success()
+        tracker.flush()
+        mine = {
+            t.name: t.native_id
+            for t in threading.enumerate()
+            if t.name.startswith("exectrack-") and t.native_id is not None
+        }
+        assert {"exectrack-writer", "exectrack-monitor"} <= set(mine), mine
+        wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+        for name, native_id in mine.items():
+            assert _blocked(native_id) & wanted == wanted, name
+        assert _blocked(threading.main_thread().native_id or 0) & wanted == 0
+    finally:
+        tracker.close()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from exectrack._threads import quiet
 from exectrack.errors import StoreUnavailableError
 
 __all__ = ["Breaker"]
@@ -46,7 +47,9 @@ class Breaker:
             if self.open:
                 return
             self.open = True
-            self._thread = threading.Thread(target=self._run, name="exectrack-probe", daemon=True)
+            self._thread = threading.Thread(
+                target=quiet(self._run), name="exectrack-probe", daemon=True
+            )
             self._thread.start()
 
     def _run(self) -> None:

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from exectrack import _owner
+from exectrack._threads import leave_signals_to_others
 
 if TYPE_CHECKING:
     from exectrack._tracker import ExecutionTracker
@@ -154,6 +155,7 @@ def _shutdown_then_die(signum: int) -> None:
     """The shutdown runs in a thread of its own, waited for past its budget only: a
     shutdown stuck for good (a lock a forked child inherited held, say) must not keep
     a process alive that was told to end; its Pool would wait for it forever."""
+    leave_signals_to_others()  # the signal sent again below must reach another thread
     work = threading.Thread(
         target=shutdown_all, args=(EXIT_TIMEOUT,), name="exectrack-shutdown", daemon=True
     )

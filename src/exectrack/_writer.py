@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from exectrack._model import RunStatus
+from exectrack._threads import quiet
 from exectrack.errors import StoreUnavailableError
 from exectrack.stores._base import Command, FinishRun, MarkRunning, NewRun, Store
 
@@ -189,7 +190,7 @@ class Writer:
         with self._cond:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
-                    target=self._run, name="exectrack-writer", daemon=True
+                    target=quiet(self._run), name="exectrack-writer", daemon=True
                 )
                 self._thread.start()
             self._cond.notify()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from exectrack._model import datetime_to_us, now_us
 from exectrack._owner import owner_alive
+from exectrack._threads import quiet
 from exectrack.stores._base import Reaped, Store
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class Monitor:
         with self._lock:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
-                    target=self._run, name="exectrack-monitor", daemon=True
+                    target=quiet(self._run), name="exectrack-monitor", daemon=True
                 )
                 self._thread.start()
 
