@@ -322,7 +322,7 @@ def test_exectracks_threads_leave_sigterm_and_sigint_to_the_main_thread(db_url: 
         mine = {
             t.name: t.native_id
             for t in threading.enumerate()
-            if t.name.startswith("exectrack-") and t.native_id is not None
+            if t.name in ("exectrack-writer", "exectrack-monitor") and t.native_id is not None
         }
         assert {"exectrack-writer", "exectrack-monitor"} <= set(mine), mine
         wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
