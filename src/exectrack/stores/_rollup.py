@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,8 +51,6 @@ __all__ = [
     "slot_value",
     "window_of",
 ]
-
-_log = logging.getLogger("exectrack.stores")
 
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
