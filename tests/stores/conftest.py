@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,12 +69,25 @@ class PostgresServer:
 
     def terminate(self, schema: str) -> int:
         """Kill every server connection of the store using ``schema``; how many."""
+        return len(self.kill(schema))
+
+    def kill(self, schema: str) -> set[int]:
+        """Kill every server connection of the store using ``schema``; their pids."""
         rows = self.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = %s AND pid <> pg_backend_pid()",
             (f"exectrack_{schema}",),
         )
-        return sum(1 for (ok,) in rows if ok)
+        return {pid for (pid, ok) in rows if ok}
+
+    def kill_some(self, schema: str, timeout: float = 30.0) -> set[int]:
+        """:meth:`kill`, polled until it killed at least one connection: between a
+        kill and the pool's replacement the store may hold none for a moment."""
+        deadline = time.monotonic() + timeout
+        while not (killed := self.kill(schema)):
+            assert time.monotonic() < deadline, "the store holds no server connection"
+            time.sleep(0.005)  # polling the server's view, not waiting for time to pass
+        return killed
 
     def backends(self, schema: str) -> set[int]:
         rows = self.execute(
