@@ -4,11 +4,13 @@ process; a normal exit or SIGTERM finishes open runs as canceled/shutdown."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -331,3 +333,79 @@ def test_exectracks_threads_leave_sigterm_and_sigint_to_the_main_thread(db_url: 
         assert _blocked(threading.main_thread().native_id or 0) & wanted == 0
     finally:
         tracker.close()
+
+
+def _signal_this_thread_once_main_waits(main: threading.Thread) -> None:
+    """Until the main thread sleeps in ``Condition.wait`` (seen twice, 50 ms apart, so
+    it is past the bytecodes and in the lock's wait in C), then SIGTERM to this
+    thread: its C handler notes the signal, the main thread is not woken."""
+    settled = 0
+    while settled < 2:
+        frame = sys._current_frames().get(main.ident or 0)
+        state = Path(f"/proc/self/task/{main.native_id}/stat").read_text().rsplit(")", 1)[1]
+        waiting = frame is not None and frame.f_code.co_name == "wait" and state.split()[0] == "S"
+        settled = settled + 1 if waiting else 0
+        time.sleep(0.05)
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+
+def _lost_wakeup_child(url: str) -> None:
+    """A multiprocessing child whose SIGTERM handler the main thread never gets to
+    run: the signal is taken by another thread while the main thread waits in C with
+    no timeout, as a Pool worker's does when Pool.terminate signals it."""
+    from exectrack import ExecutionTracker
+
+    tracker = ExecutionTracker(url, strict=True)
+    tracker.start("worker", "open")  # from the main thread: the handler is installed
+    tracker.start("worker", "done").finish_success()
+    tracker.flush()
+    threading.Thread(
+        target=_signal_this_thread_once_main_waits, args=(threading.main_thread(),), daemon=True
+    ).start()
+    threading.Event().wait()  # no timeout, no Python code until it is set
+
+
+def _forking_child(url: str) -> None:
+    """A multiprocessing child that watches its signals and forks one more: the
+    grandchild must watch its own, and its SIGTERM must not end this process."""
+    from exectrack import ExecutionTracker
+
+    tracker = ExecutionTracker(url, strict=True)
+    tracker.start("parent", "before").finish_success()
+    tracker.flush()
+    grandchild = multiprocessing.get_context("fork").Process(target=_lost_wakeup_child, args=(url,))
+    grandchild.start()
+    grandchild.join(60)
+    if grandchild.is_alive():
+        grandchild.kill()
+        sys.exit(4)
+    tracker.start("parent", "after").finish_success()
+    tracker.flush()
+    sys.exit(0 if grandchild.exitcode == -signal.SIGTERM else 3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads Linux's /proc")
+@pytest.mark.parametrize("method", ["spawn", "fork", "fork-from-a-watching-child"])
+def test_sigterm_the_main_thread_never_sees_still_ends_a_multiprocessing_child(
+    db_url: str, method: str
+) -> None:
+    """The hang behind Pool.terminate: SIGTERM noted by the C handler while the main
+    thread waits in C, so its Python handler never runs. The watcher on the wakeup
+    descriptor shuts down and sends the signal again: the open run ends
+    canceled/shutdown, the finished one stays, the child dies of SIGTERM."""
+    nested = method == "fork-from-a-watching-child"
+    ctx = multiprocessing.get_context("spawn" if nested else method)
+    child = ctx.Process(target=_forking_child if nested else _lost_wakeup_child, args=(db_url,))
+    child.start()
+    child.join(120)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the child never acted on its SIGTERM")
+    assert child.exitcode == (0 if nested else -signal.SIGTERM)
+    runs = open_store(db_url).list_runs(RunFilter(), limit=10)
+    expected = [("done", RunStatus.SUCCESS, None), ("open", RunStatus.CANCELED, "shutdown")]
+    if nested:
+        expected += [("before", RunStatus.SUCCESS, None), ("after", RunStatus.SUCCESS, None)]
+    assert sorted((r.source_ref, r.status, r.error_code) for r in runs) == sorted(expected)

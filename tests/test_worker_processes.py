@@ -63,8 +63,9 @@ def _proc_text(pid: int, name: str) -> str:
 def _terminate_or_explain(pool: multiprocessing.pool.Pool, timeout: float = 60) -> None:
     """What ``with Pool()`` does on exit (terminate, then join the workers), but a
     worker still alive after ``timeout`` fails the test with where each of its
-    threads waits (seen twice in full runs, never reproduced alone), instead of the
-    run's timeout with no trace of the child."""
+    threads waits, instead of the run's timeout with no trace of the child. (It
+    caught SIGTERM handlers that never ran: a signal noted while the worker's main
+    thread went back to sleep in sem_wait.)"""
     workers = list(pool._pool)  # type: ignore[attr-defined]
     done = threading.Event()
     threading.Thread(target=lambda: (pool.terminate(), done.set()), daemon=True).start()
@@ -105,7 +106,7 @@ def test_every_run_of_every_kind_of_worker_reaches_the_store(
     db_url: str, monkeypatch: pytest.MonkeyPatch, method: str, parent_tracks: bool
 ) -> None:
     """Process children (which end with os._exit under fork/forkserver), a Pool
-    closed and joined and a ProcessPoolExecutor: every tracked call is stored,
+    terminated and a ProcessPoolExecutor: every tracked call is stored,
     finished, with the default tracker made in the child or inherited."""
     monkeypatch.setenv("EXECTRACK_DATABASE_URL", db_url)
     if parent_tracks:
@@ -122,12 +123,7 @@ def test_every_run_of_every_kind_of_worker_reaches_the_store(
     try:
         assert pool.map(work, range(1000)) == list(range(1000))
     finally:
-        # close + join: OPEN BUG, Pool.terminate() (what `with Pool()` does) hangs now
-        # and then with exectrack's SIGTERM handler in the workers (a worker's threads
-        # all wait on futexes, SIGTERM caught and never handled: CHANGELOG, Known
-        # issues). _terminate_or_explain is kept to diagnose it.
-        pool.close()
-        pool.join()
+        _terminate_or_explain(pool)  # what `with Pool()` does
     with ProcessPoolExecutor(2, mp_context=ctx) as executor:
         assert list(executor.map(work, range(500))) == list(range(500))
     exectrack.flush()

@@ -16,11 +16,22 @@
   elsewhere installs it at the first run the main thread opens.
 - A store that is down is not waited for: exit takes at most ``EXIT_TIMEOUT``, and
   well under a second when the store is unreachable.
+
+A Python signal handler runs only when the main thread next runs Python code. A
+signal that comes while that thread is between waits in C (glibc's ``sem_wait``
+going back to sleep after a wake-up it lost to another process, as a ``Pool``
+worker does when ``Pool.terminate`` takes the task queue's lock and signals it)
+trips the handler and is never acted on: the worker waits forever, and so does
+``Pool.terminate``. Without exectrack the default action would have ended the
+process, so in a ``multiprocessing`` child exectrack also watches the signal wakeup
+file descriptor (when no one else uses it) from a thread of its own, which starts
+the shutdown itself and sends the signal again, which then interrupts the wait.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -32,7 +43,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from exectrack import _owner
-from exectrack._threads import leave_signals_to_others
+from exectrack._threads import leave_signals_to_others, quiet
 
 if TYPE_CHECKING:
     from exectrack._tracker import ExecutionTracker
@@ -54,6 +65,10 @@ terminating = False  # SIGTERM was passed on to the application's own handler
 _dying = 0  # the signal that came to exectrack's own handler: the process is ending
 SIGNAL_WAIT = 0.5  # seconds the SIGTERM handler waits for the shutdown before returning
 STUCK_GRACE = 1.0  # past the budget: the shutdown is stuck, the process dies anyway
+_dying_lock = threading.Lock()  # who starts the shutdown: the handler or the watcher
+_helper: threading.Thread | None = None  # the thread running _shutdown_then_die
+_shut_down = False  # _shutdown_then_die finished the shutdown; the signal comes next
+_watch_fds: tuple[int, int] | None = None  # this process's wakeup pipe, when it owns one
 
 
 def shutdown_all(timeout: float = EXIT_TIMEOUT) -> int:
@@ -117,10 +132,14 @@ def _install_sigterm_handler() -> None:
     if threading.get_ident() != _main_ident or not hasattr(signal, "SIGTERM"):
         return  # signal handlers can only be set there: the main thread's next run will
     if _raw_getsignal(_SIGTERM) is _installed:
+        if _installed is _on_sigterm and _watch_fds is None and _in_multiprocessing_child():
+            _watch_for_lost_signals()  # a forked child: the handler is the parent's
         return
     current = signal.getsignal(signal.SIGTERM)
     if current is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if _watch_fds is None and _in_multiprocessing_child():
+            _watch_for_lost_signals()
     elif callable(current) and not isinstance(current, _Chained) and current is not _on_sigterm:
         signal.signal(signal.SIGTERM, _Chained(current))
     # (SIG_IGN, or a handler set outside Python: left alone)
@@ -138,23 +157,40 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     main thread goes on (a blocking call resumes) and releases the lock, and the
     helper ends the process when it is done; if the main thread reaches interpreter
     exit first, the exit hook flushes and sends the signal. A second SIGTERM
-    meanwhile ends the process at once.
+    meanwhile ends the process at once. When the watcher started the shutdown first
+    (the main thread was stuck in a wait), the handler only restores the default
+    action, and ends the process if the shutdown is already over.
     """
-    global _sigterm_wanted, _dying
-    _dying = signum
+    global _sigterm_wanted
     _sigterm_wanted = False  # the main thread's next run must not set it again
     signal.signal(signum, signal.SIG_DFL)
-    helper = threading.Thread(
-        target=_shutdown_then_die, args=(signum,), name="exectrack-sigterm", daemon=True
-    )
-    helper.start()
-    helper.join(SIGNAL_WAIT)  # the helper ends the process when it is done
+    helper = _start_dying(signum)
+    if helper is None and _shut_down:
+        os.kill(os.getpid(), signum)  # the watcher's signal brought us here: die of it
+    elif helper is not None:
+        helper.join(SIGNAL_WAIT)  # the helper ends the process when it is done
+
+
+def _start_dying(signum: int) -> threading.Thread | None:
+    """The helper thread that shuts down and then ends the process, started by the
+    first caller (the handler or the watcher); None for the second."""
+    global _dying, _helper
+    with _dying_lock:
+        if _dying:
+            return None
+        _dying = signum
+        _helper = threading.Thread(
+            target=_shutdown_then_die, args=(signum,), name="exectrack-sigterm", daemon=True
+        )
+    _helper.start()
+    return _helper
 
 
 def _shutdown_then_die(signum: int) -> None:
     """The shutdown runs in a thread of its own, waited for past its budget only: a
     shutdown stuck for good (a lock a forked child inherited held, say) must not keep
     a process alive that was told to end; its Pool would wait for it forever."""
+    global _shut_down
     leave_signals_to_others()  # the signal sent again below must reach another thread
     work = threading.Thread(
         target=shutdown_all, args=(EXIT_TIMEOUT,), name="exectrack-shutdown", daemon=True
@@ -163,9 +199,56 @@ def _shutdown_then_die(signum: int) -> None:
         work.start()
         work.join(EXIT_TIMEOUT + STUCK_GRACE)
     finally:
+        _shut_down = True
         os.kill(os.getpid(), signum)
         time.sleep(1)  # pragma: no cover - the signal ends the process first
         os._exit(128 + signum)  # pragma: no cover
+
+
+def _in_multiprocessing_child() -> bool:
+    process = sys.modules.get("multiprocessing.process")
+    return process is not None and process.parent_process() is not None
+
+
+def _watch_for_lost_signals() -> None:
+    """Main thread of a multiprocessing child: own the signal wakeup descriptor (if
+    it is free: an event loop's stays its own) and read it from a thread, so that a
+    SIGTERM whose handler the main thread never gets to run still ends the process."""
+    global _watch_fds
+    if not hasattr(signal, "set_wakeup_fd") or not hasattr(signal, "pthread_sigmask"):
+        return  # pragma: no cover - not POSIX
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # pragma: no cover - refused: keep the plain handler
+        previous = None
+    if previous != -1:
+        if previous is not None:
+            signal.set_wakeup_fd(previous)  # someone else's: give it back
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    _watch_fds = (read_fd, write_fd)
+    threading.Thread(
+        target=quiet(lambda: _watch(read_fd)), name="exectrack-signals", daemon=True
+    ).start()
+
+
+def _watch(read_fd: int) -> None:
+    """Read the signals the C handler noted; a SIGTERM meant for exectrack's own
+    handler starts the shutdown here, whether or not the main thread runs it."""
+    while True:
+        try:
+            noted = os.read(read_fd, 512)
+        except InterruptedError:  # pragma: no cover - its signals are blocked
+            continue
+        except OSError:
+            return  # closed after a fork
+        if not noted:
+            return  # pragma: no cover - the write end is never closed in this process
+        if _SIGTERM in noted and _raw_getsignal(_SIGTERM) is _on_sigterm:
+            _start_dying(_SIGTERM)
 
 
 class _Chained:
@@ -190,10 +273,21 @@ class _Chained:
 def _forget_parent_runs() -> None:
     """A forked child does not own the runs its parent had open: its exit (or SIGTERM)
     must not finish them, and its heartbeat must not count them."""
-    global terminating, _main_ident, _dying
+    global terminating, _main_ident, _dying, _helper, _shut_down, _watch_fds, _dying_lock
     terminating = False
     _dying = 0
+    _helper = None
+    _shut_down = False
+    _dying_lock = threading.Lock()  # the parent's may have been held at the fork
     _main_ident = threading.main_thread().ident
+    if _watch_fds is not None:
+        # The parent's watcher would read this child's signals: the child sets up
+        # its own at its first run.
+        fds, _watch_fds = _watch_fds, None
+        with contextlib.suppress(ValueError):  # forked from a thread Python did not start
+            signal.set_wakeup_fd(-1)
+        for fd in fds:
+            os.close(fd)
     for tracker in list(_live):
         tracker._open_runs.clear()
 
