@@ -355,3 +355,124 @@ def test_cursors_keep_a_run_id_with_colons_whole(run_id: str) -> None:
     run = Run(id=run_id, source="chat", status=RunStatus.RUNNING, started_at=at)
     assert q.decode_cursor(q.encode_cursor(run)) == (datetime_to_us(at), run_id)
     assert q._decode_position(q._encode_position((7, run_id))) == (7, run_id)
+
+
+# -- source_stats, latest_runs and the change feed's edges, pinned -----------------------
+
+
+def test_source_stats_figures_of_each_source(t: ExecutionTracker, clock: FakeClock) -> None:
+    """Per source: every status counted (zeros included), open = queued + running,
+    success rate over finished runs, nearest-rank percentiles, top errors, buckets,
+    the duration count and sum; sources in name order; to_dict says the same."""
+    for seconds in range(1, 11):  # skill: durations 1 s .. 10 s, 7 success, 3 errors
+        h = t.start("skill")
+        clock.advance(seconds)
+        if seconds in (2, 5, 9):
+            h.finish_error(code="tool_failed" if seconds != 9 else "rate_limited", message="x")
+        else:
+            h.finish_success()
+    t.start("skill")  # open
+    t.start("chat")  # open, nothing finished
+    stats = q.source_stats(t.store, bounds=(2_000, 5_000, 60_000))
+    assert [s.source for s in stats] == ["chat", "skill"]
+    chat, skill = stats
+    assert (chat.total, chat.open, chat.success_rate) == (1, 1, None)
+    assert (chat.p50_ms, chat.p95_ms, chat.p99_ms, chat.top_errors) == (None, None, None, [])
+    assert skill.by_status == {
+        "queued": 0,
+        "running": 1,
+        "success": 7,
+        "error": 3,
+        "canceled": 0,
+        "timeout": 0,
+    }
+    assert (skill.total, skill.open, skill.success_rate) == (11, 1, 0.7)
+    assert (skill.p50_ms, skill.p95_ms, skill.p99_ms) == (5_000.0, 10_000.0, 10_000.0)
+    assert skill.top_errors == [("tool_failed", 2), ("rate_limited", 1)]
+    assert skill.buckets == (2, 5, 10)
+    assert (skill.duration_count, skill.duration_sum_ms) == (10, 55_000.0)
+    assert skill.to_dict() == {
+        "source": "skill",
+        "total": 11,
+        "by_status": skill.by_status,
+        "open": 1,
+        "success_rate": 0.7,
+        "p50_ms": 5_000.0,
+        "p95_ms": 10_000.0,
+        "p99_ms": 10_000.0,
+        "top_errors": [{"code": "tool_failed", "count": 2}, {"code": "rate_limited", "count": 1}],
+    }
+    [only] = q.source_stats(t.store, q.make_filter(source="skill"), top=1, percentiles=False)
+    assert (only.top_errors, only.p50_ms, only.p95_ms, only.p99_ms) == (
+        [("tool_failed", 2)],
+        None,
+        None,
+        None,
+    )
+    assert only.buckets == ()
+
+
+def test_latest_runs_one_per_filter_in_one_call(t: ExecutionTracker) -> None:
+    """The newest run of each filter, None where none matches, in the filters' order;
+    no filter asks the store nothing."""
+    t.start("skill", "a").finish_success()
+    newest_a = t.start("skill", "a")
+    b = t.start("chat", "b")
+    got = q.latest_runs(
+        t.store,
+        (
+            q.make_filter(source="chat"),
+            q.make_filter(source="skill", source_ref="a"),
+            q.make_filter(source="heartbeat"),
+        ),
+    )
+    assert [r.id if r else None for r in got] == [b.id, newest_a.id, None]
+    failing = FailingStore(t.store)
+    assert q.latest_runs(failing, []) == []
+    assert failing.calls == {}
+
+
+def test_change_positions_up_to_the_largest_sequence(tmp_path: Path) -> None:
+    """A change cursor holds a 63-bit sequence: the largest round-trips, one more is
+    a clear error naming the cursor and what to pass instead."""
+    top = q._encode_position((2**63 - 1, "run-1"))
+    assert q._decode_position(top) == (2**63 - 1, "run-1")
+    assert q._decode_position(q._encode_position((126, "r"))) == (126, "r")
+    past = q._encode_position((2**63, "run-1"))
+    with pytest.raises(InvalidArgumentError) as err:
+        q._decode_position(past)
+    assert str(err.value) == (
+        f"invalid change cursor {past!r}: pass the cursor of a previous change page "
+        "or a page's changes_cursor"
+    )
+
+
+def test_change_pages_of_an_empty_feed_and_the_default_size(tmp_path: Path) -> None:
+    """An empty feed answers the start of history (or the cursor it was given); a
+    page holds 500 changes unless asked otherwise; a bad limit names itself."""
+    store = open_store(f"sqlite:///{tmp_path / 'feed.db'}")
+    try:
+        empty = q.changes(store)
+        assert (empty.runs, q._decode_position(empty.cursor)) == ([], (0, ""))
+        given = q._encode_position((41, "gone"))
+        assert q.changes(store, given).cursor == given
+        with pytest.raises(InvalidArgumentError, match=r"^limit=0: must be between 1 and "):
+            q.changes(store, limit=0)
+        store.apply(
+            [
+                NewRun(id=f"r{i:04d}", source="skill", started_at=datetime_to_us(T0))
+                for i in range(501)
+            ]
+        )
+        page = q.changes(store)
+        assert len(page.runs) == 500
+        assert [r.id for r in q.changes(store, page.cursor).runs] == ["r0500"]
+    finally:
+        store.close()
+
+
+def test_source_stats_top_errors_default_to_five(t: ExecutionTracker) -> None:
+    for k in range(6):
+        t.start("skill").finish_error(code=f"code_{k}", message="x")
+    [skill] = q.source_stats(t.store)
+    assert [c for c, _ in skill.top_errors] == [f"code_{k}" for k in range(5)]
