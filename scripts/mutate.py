@@ -231,7 +231,7 @@ def killed_by_handmade(config: dict[str, Any], name: str, line: str) -> str | No
 def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bool) -> ModuleReport:
     start = time.monotonic()
     tests = list(config["modules"][module]["tests"])
-    debug = bool(config["modules"][module].get("debug", False))
+    debug = bool(config["modules"][module].get("debug", True))  # mutation.toml
     work = prepare(module, tests, fresh=fresh, debug=debug)
     log = work / "mutmut.log"
     log.write_text("", encoding="utf-8")

@@ -149,6 +149,10 @@ class FailingStore:
         self._check("reap")
         return self.inner.reap(now, dead_owners=dead_owners, dry_run=dry_run)
 
+    def fold_rollups(self, *, limit: int | None = None) -> int:
+        self._check("fold_rollups")
+        return self.inner.fold_rollups(limit=limit)
+
     def close(self) -> None:
         self.inner.close()
 

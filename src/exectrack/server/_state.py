@@ -48,9 +48,7 @@ class Reaper:
                 self.reaped += len(reap_once(reader.store, at))
                 # Fold what writers left unfolded (each folds every 2,000 changes of
                 # its own), so the panel's stats add few runs by themselves.
-                fold = getattr(reader.store, "fold_rollups", None)
-                if fold is not None:
-                    self.folded += fold()
+                self.folded += reader.store.fold_rollups()
             except Exception as exc:  # the loop outlives a store outage
                 log.warning("exectrack server: reaping failed: %s", type(exc).__name__)
             if self._stop.wait(self.interval):

@@ -305,4 +305,10 @@ class Store(Protocol):
         (timeout) or past their lease (abandoned), with the guarded UPDATE."""
         ...
 
+    def fold_rollups(self, *, limit: int | None = None) -> int:
+        """Add the runs finished since the last fold to the rollups the stats read
+        (a store also does it every few thousand changes it writes); returns how many
+        runs it added."""
+        ...
+
     def close(self) -> None: ...
