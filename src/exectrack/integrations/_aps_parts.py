@@ -43,7 +43,7 @@ class JobPolicy:
             raise InvalidArgumentError(f"retries={self.retries!r}: an integer >= 0")
         for name in ("backoff", "backoff_max"):
             value = getattr(self, name)
-            if not (_positive(value) or value == 0):
+            if not (_positive(value) or (value == 0 and not isinstance(value, bool))):
                 raise InvalidArgumentError(f"{name}={value!r}: seconds >= 0")
 
     def delay(self, attempt: int) -> float:
