@@ -247,6 +247,45 @@ def test_an_invalid_filter_shows_the_apis_error_naming_the_parameter(
     assert page.locator("input[name=since]").get_attribute("aria-invalid") == "true"
 
 
+def test_text_shorter_than_three_characters_is_not_searched(page: Page, served: Served) -> None:
+    """Text search reads a trigram index; shorter text would make the server read
+    every run. Two characters say so next to the form, leave the table as it was and
+    send no request with them; a third character searches."""
+    everything = served.list_ids([])
+    narrowed = served.list_ids([("text", "UPSTREAM")])
+    assert 0 < len(narrowed) < len(everything)
+    errors = open_panel(page, served)
+    wait_rows(page, everything)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.fill("input[name=text]", "UP")
+    page.keyboard.press("Enter")
+    alert = page.locator("#error")
+    alert.wait_for(state="visible")
+    assert alert.inner_text() == (
+        "text: type at least 3 characters: shorter text cannot use the search index"
+    )
+    assert page.locator("input[name=text]").get_attribute("aria-invalid") == "true"
+    page.fill("input[name=text]", "UPSTREAM")
+    page.keyboard.press("Enter")
+    wait_rows(page, narrowed)
+    alert.wait_for(state="hidden")
+    assert [u for u in asked if ("text", "UP") in parse_qsl(urlsplit(u).query)] == []
+    assert ("text", "UPSTREAM") in parse_qsl(urlsplit(page.url).query)
+    assert errors.errors == []
+
+
+def test_a_link_with_too_short_text_lists_everything_and_says_why(
+    page: Page, served: Served
+) -> None:
+    """A hand-made link with two characters of text keeps them in the box, lists as
+    if there were no text filter, and shows why."""
+    open_panel(page, served, "?text=UP")
+    wait_rows(page, served.list_ids([]))
+    assert page.locator("input[name=text]").input_value() == "UP"
+    assert "at least 3 characters" in page.locator("#error").inner_text()
+
+
 def open_details_of(page: Page, run_id: str) -> None:
     page.locator(f'#rows tr[data-id="{run_id}"]').click()
     page.locator(f'#details [data-field="id"]:has-text("{run_id}")').wait_for()

@@ -17,6 +17,12 @@ const REPORT_MIN_INTERVAL_MS = 5000;
 const POLL_INTERVAL_MS = 3000;
 const RETRY_MS = 5000;
 const FILTER_TEXT_KEYS = ["source", "session_id", "source_ref", "text", "since", "until"];
+// Text search uses a trigram index: shorter text would make the server read every run.
+const MIN_TEXT = 3;
+const SHORT_TEXT = {
+  parameter: "text",
+  message: `type at least ${MIN_TEXT} characters: shorter text cannot use the search index`,
+};
 
 const RANK = { queued: 0, running: 1 }; // anything else is terminal: rank 2
 
@@ -156,6 +162,7 @@ function showError(err) {
   const box = $("#error");
   const form = $("#filters");
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  if (!err && textTooShort(readForm())) err = SHORT_TEXT; // still true after a load
   if (!err) {
     box.hidden = true;
     box.textContent = "";
@@ -712,7 +719,12 @@ function wire() {
     clearTimeout(debounce);
     debounce = null;
     const filters = readForm();
+    if (textTooShort(filters)) {
+      showError(SHORT_TEXT); // the table keeps the filters it was listed with
+      return;
+    }
     if (JSON.stringify(filters) !== JSON.stringify(state.filters)) setFilters(filters);
+    else showError(null);
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -756,6 +768,7 @@ function wire() {
   });
   window.addEventListener("popstate", () => {
     const { filters } = readURL();
+    if (textTooShort(filters)) filters.text = "";
     if (JSON.stringify(filters) !== JSON.stringify(state.filters)) setFilters(filters);
   });
   setInterval(tickElapsed, 1000);
@@ -764,11 +777,22 @@ function wire() {
   }, 30000);
 }
 
+/** Whether the text filter is too short to search (empty is fine: no text filter). */
+function textTooShort(filters) {
+  const n = [...filters.text].length;
+  return n > 0 && n < MIN_TEXT;
+}
+
 function main() {
   buildStatusFilter();
   const { filters, runId } = readURL();
-  state.filters = filters;
+  const short = textTooShort(filters);
+  state.filters = short ? { ...filters, text: "" } : filters;
   fillForm();
+  if (short) {
+    $("#filters").elements.text.value = filters.text; // kept, not searched: say why
+    showError(SHORT_TEXT);
+  }
   wire();
   document.documentElement.dataset.panel = "ready";
   if (runId) openDetails(runId, null); // first, so the list loads with live paused
