@@ -158,17 +158,20 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     helper ends the process when it is done; if the main thread reaches interpreter
     exit first, the exit hook flushes and sends the signal. A second SIGTERM
     meanwhile ends the process at once. When the watcher started the shutdown first
-    (the main thread was stuck in a wait), the handler only restores the default
-    action, and ends the process if the shutdown is already over.
+    (the main thread was stuck in a wait, or the watcher was quicker), the handler
+    waits for that one the same moment, or ends the process if it is already over.
     """
     global _sigterm_wanted
     _sigterm_wanted = False  # the main thread's next run must not set it again
     signal.signal(signum, signal.SIG_DFL)
-    helper = _start_dying(signum)
-    if helper is None and _shut_down:
-        os.kill(os.getpid(), signum)  # the watcher's signal brought us here: die of it
-    elif helper is not None:
-        helper.join(SIGNAL_WAIT)  # the helper ends the process when it is done
+    try:
+        helper = _start_dying(signum) or _helper
+        if _shut_down:
+            os.kill(os.getpid(), signum)  # the watcher's signal brought us here: die of it
+        elif helper is not None:
+            helper.join(SIGNAL_WAIT)  # the helper ends the process when it is done
+    except Exception:  # no thread to be had: die of the signal, as without exectrack
+        os.kill(os.getpid(), signum)
 
 
 def _start_dying(signum: int) -> threading.Thread | None:
@@ -182,7 +185,7 @@ def _start_dying(signum: int) -> threading.Thread | None:
         _helper = threading.Thread(
             target=_shutdown_then_die, args=(signum,), name="exectrack-sigterm", daemon=True
         )
-    _helper.start()
+        _helper.start()  # under the lock: whoever comes second may join it at once
     return _helper
 
 
@@ -248,7 +251,10 @@ def _watch(read_fd: int) -> None:
         if not noted:
             return  # pragma: no cover - the write end is never closed in this process
         if _SIGTERM in noted and _raw_getsignal(_SIGTERM) is _on_sigterm:
-            _start_dying(_SIGTERM)
+            try:
+                _start_dying(_SIGTERM)
+            except Exception:  # no thread to be had: the handler, once woken, ends it
+                os.kill(os.getpid(), _SIGTERM)
 
 
 class _Chained:
