@@ -50,10 +50,11 @@ def badge_svg(label: str, message: str, colour: str) -> str:
     lw, mw = _width(label), _width(message)
     total = lw + mw
     lab, msg = escape(label), escape(message)
-    title = escape(f"{label}: {message}")
+    plain = f"{label}: {message}"
+    title = escape(plain)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="20" '
-        f'role="img" aria-label="{escape(title, {chr(34): "&quot;"})}">'
+        f'role="img" aria-label="{escape(plain, {chr(34): "&quot;"})}">'
         f"<title>{title}</title>"
         f'<rect width="{lw}" height="20" fill="{_LABEL_COLOUR}"/>'
         f'<rect x="{lw}" width="{mw}" height="20" fill="{colour}"/>'
