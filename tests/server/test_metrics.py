@@ -3,7 +3,9 @@ runs of the database and the write-path health of the serving process."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,3 +127,94 @@ def test_run_counts_cover_the_last_24_hours_open_runs_every_age(
     assert ("exectrack_runs", (("source", "chat"), ("status", "running"))) not in got
     assert got[("exectrack_open_runs", (("source", "chat"),))] == 1
     assert got[("exectrack_oldest_open_run_age_seconds", (("source", "chat"),))] > 47 * 3600
+
+
+# -- every family's name, type and help; an unreadable store; the tracker's clock ---------
+
+FAMILIES = {
+    "exectrack_store_up": ("gauge", "1 when this scrape could read the store"),
+    "exectrack_runs": ("gauge", "Runs started in the last 24 h by source and status"),
+    "exectrack_run_duration_seconds": (
+        "histogram",
+        "Durations of the finished runs started in the last 24 h",
+    ),
+    "exectrack_open_runs": ("gauge", "Runs still open"),
+    "exectrack_hang_rate": (
+        "gauge",
+        "(abandoned + open past lease) / started, runs started in the last 24 h",
+    ),
+    "exectrack_open_runs_past_lease": ("gauge", "Open runs past their lease"),
+    "exectrack_oldest_open_run_age_seconds": ("gauge", "Age of the oldest open run"),
+    "exectrack_dropped_writes": (
+        "counter",
+        "Runs this process dropped instead of writing (queue full, store down)",
+    ),
+    "exectrack_store_failures": ("counter", "Store failures of this process's tracker"),
+    "exectrack_write_queue": ("gauge", "Writes queued in this process"),
+    "exectrack_server_store_errors": (
+        "counter",
+        "Requests of this server that the store failed",
+    ),
+    "exectrack_server_streams": ("gauge", "Change-feed streams this server is sending"),
+}
+
+
+def test_every_family_has_its_name_type_and_help(db_url: str, client_for: Client) -> None:
+    tracker = ExecutionTracker(db_url, strict=True)
+    try:
+        tracker.start("chat").finish_success()
+        text = client_for(create_app(tracker)).get("/metrics").text
+        got = {f.name: (f.type, f.documentation) for f in text_string_to_metric_families(text)}
+        assert got == FAMILIES
+    finally:
+        tracker.close()
+
+
+def test_an_unreadable_store_is_store_up_0_counted_and_logged_once_per_scrape(
+    store: SqlStore, client_for: Client, caplog: Any
+) -> None:
+    from exectrack.testing import FailingStore
+
+    client = client_for(create_app(FailingStore(store)))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="exectrack.server._metrics"):
+        first = samples(client.get("/metrics").text)
+        second = samples(client.get("/metrics").text)
+    assert first[("exectrack_store_up", ())] == 0
+    assert first[("exectrack_server_store_errors_total", ())] == 1
+    assert second[("exectrack_server_store_errors_total", ())] == 2
+    assert not any(name == "exectrack_runs" for name, _ in second)
+    logged = [r.getMessage() for r in caplog.records if r.name == "exectrack.server._metrics"]
+    assert (
+        logged
+        == ["exectrack server: /metrics could not read the store: injected store failure"] * 2
+    )
+
+
+def test_figures_are_read_on_the_trackers_clock_over_its_last_24_hours(
+    db_url: str, client_for: Client
+) -> None:
+    """A served tracker's clock is the scrape's now: the hang-rate window and the open
+    runs' ages count from it, not from the wall clock."""
+    from datetime import UTC, datetime
+
+    from exectrack.testing import FakeClock
+
+    clock = FakeClock(datetime(2026, 1, 10, 12, 0, tzinfo=UTC))
+    tracker = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock, lease=7200)
+    try:
+        old = tracker.start("skill", "old")  # started 2 days before the scrape
+        clock.advance(2 * 86_400 - 3_600)
+        opened = tracker.start("skill", "open")  # an hour before the scrape
+        tracker.start("skill", "ok").finish_success()
+        clock.advance(3_600)
+        old.finish_with_status(  # ends now, as the reaper ends a run whose process died
+            RunStatus.ERROR, error_code="abandoned", error_message="its process died"
+        )
+        got = samples(client_for(create_app(tracker)).get("/metrics").text)
+        assert got[("exectrack_oldest_open_run_age_seconds", (("source", "skill"),))] == 3600
+        assert got[("exectrack_open_runs", (("source", "skill"),))] == 1
+        assert got[("exectrack_hang_rate", (("source", "skill"),))] == 0  # old one outside
+        assert got[("exectrack_runs", (("source", "skill"), ("status", "error")))] == 0
+        assert opened.id
+    finally:
+        tracker.close()
