@@ -181,3 +181,191 @@ def test_tasks_in_code_are_validated_the_same_way() -> None:
 def test_durations_parse_to_seconds(text: object, seconds: float) -> None:
     """Numbers are seconds; strings take ms, s, m, h or d."""
     assert parse_duration(text) == seconds
+
+
+# Every message in full (third-party text aside: the cron parser's and the import
+# system's own words are checked by prefix below), so a changed word is noticed.
+EXACT = [
+    (
+        task(intervall='"1m"'),
+        "tasks.toml: task 't1': field 'intervall': unknown field 'intervall' (did you mean 'interval'?); allowed: args, backoff, coalesce, cron, description, id, interval, kwargs, max_concurrent, misfire_grace, priority, retries, target, timeout",  # noqa: E501
+    ),
+    (
+        task(target='"scheduling.jobs:no_such"'),
+        "tasks.toml: task 't1': field 'target': 'scheduling.jobs' has no attribute 'no_such'",
+    ),
+    (
+        task(target='"scheduling.jobs:not_callable"'),
+        "tasks.toml: task 't1': field 'target': 'scheduling.jobs:not_callable' is int, not a callable",  # noqa: E501
+    ),
+    (
+        task(target='"scheduling.jobs"'),
+        "tasks.toml: task 't1': field 'target': 'scheduling.jobs' is not 'package.module:function'",
+    ),
+    (
+        task(target="<drop>"),
+        "tasks.toml: task 't1': field 'target': missing: target = 'package.module:function'",
+    ),
+    (task(target="42"), "tasks.toml: task 't1': field 'target': 42 is not a callable"),
+    (task(id="<drop>"), "tasks.toml: task '#1': field 'id': missing: every task needs an id"),
+    (
+        task(id='"bad id!"'),
+        "tasks.toml: task 'bad id!': field 'id': 'bad id!' is not a task id (1-128 letters, digits, '_', '.', ':', '-')",  # noqa: E501
+    ),
+    (
+        task(id="7"),
+        "tasks.toml: task '#1': field 'id': 7 is not a task id (1-128 letters, digits, '_', '.', ':', '-')",  # noqa: E501
+    ),
+    (
+        task(interval='"30x"'),
+        "tasks.toml: task 't1': field 'interval': '30x' is not a duration (use e.g. 90, '90s', '30m', '2h')",  # noqa: E501
+    ),
+    (task(interval="0"), "tasks.toml: task 't1': field 'interval': 0 must be more than 0 seconds"),
+    (
+        task(interval="-5"),
+        "tasks.toml: task 't1': field 'interval': -5 must be more than 0 seconds",
+    ),
+    (
+        task(interval="true"),
+        "tasks.toml: task 't1': field 'interval': True is not a duration (use e.g. 90, '90s', '30m', '2h')",  # noqa: E501
+    ),
+    (
+        task(interval="<drop>"),
+        "tasks.toml: task 't1': field 'interval': give a schedule: interval = '30m' or cron = '0 * * * *'",  # noqa: E501
+    ),
+    (
+        task(cron='"0 * * * *"'),
+        "tasks.toml: task 't1': field 'cron': give interval or cron, not both",
+    ),
+    (
+        task(interval="<drop>", cron="5"),
+        "tasks.toml: task 't1': field 'cron': 5 is not a cron expression like '*/30 * * * *'",
+    ),
+    (
+        task(timeout='"soon"'),
+        "tasks.toml: task 't1': field 'timeout': 'soon' is not a duration (use e.g. 90, '90s', '30m', '2h')",  # noqa: E501
+    ),
+    (task(timeout="0"), "tasks.toml: task 't1': field 'timeout': 0 must be more than 0 seconds"),
+    (task(retries="-1"), "tasks.toml: task 't1': field 'retries': -1 is not a whole number >= 0"),
+    (task(retries="1.5"), "tasks.toml: task 't1': field 'retries': 1.5 is not a whole number >= 0"),
+    (task(retries='"3"'), "tasks.toml: task 't1': field 'retries': '3' is not a whole number >= 0"),
+    (
+        task(backoff='"fast"'),
+        "tasks.toml: task 't1': field 'backoff': 'fast' is not a duration (use e.g. 90, '90s', '30m', '2h')",  # noqa: E501
+    ),
+    (
+        task(priority='"high"'),
+        "tasks.toml: task 't1': field 'priority': 'high' is not a whole number",
+    ),
+    (
+        task(max_concurrent="0"),
+        "tasks.toml: task 't1': field 'max_concurrent': 0 is not a whole number >= 1",
+    ),
+    (
+        task(misfire_grace='"x"'),
+        "tasks.toml: task 't1': field 'misfire_grace': 'x' is not a duration (use e.g. 90, '90s', '30m', '2h')",  # noqa: E501
+    ),
+    (task(coalesce='"yes"'), "tasks.toml: task 't1': field 'coalesce': 'yes' is not true or false"),
+    (task(description="3"), "tasks.toml: task 't1': field 'description': 3 is not a string"),
+    (task(args='"a"'), "tasks.toml: task 't1': field 'args': 'a' is not a list of arguments"),
+    (
+        task(kwargs="[1]"),
+        "tasks.toml: task 't1': field 'kwargs': [1] is not a table of keyword arguments",
+    ),
+    (task() + task(), "tasks.toml: task 't1': field 'id': duplicate: another task has this id"),
+    ("", "tasks.toml: field 'tasks': no tasks: add at least one [[tasks]] table"),
+    ("tasks = []", "tasks.toml: field 'tasks': no tasks: add at least one [[tasks]] table"),
+    ("tasks = 3", "tasks.toml: field 'tasks': must be an array of tables: [[tasks]]"),
+    ('tasks = ["a"]', "tasks.toml: field 'tasks': must be an array of tables: [[tasks]]"),
+    (
+        "taks = 1\n" + task(),
+        "tasks.toml: unknown field 'taks' (did you mean 'tasks'?); allowed: legacy, tasks, timezone",  # noqa: E501
+    ),
+    (
+        'timezone = "Mars/Olympus"\n' + task(),
+        "tasks.toml: field 'timezone': unknown time zone 'Mars/Olympus' (use e.g. 'UTC', 'Europe/Berlin')",  # noqa: E501
+    ),
+    (
+        '[legacy]\nstage = "both"\n' + task(),
+        "tasks.toml: field 'legacy.stage': 'both' is not one of dual, read_only, runs_only",
+    ),
+    (
+        '[legacy]\nstage = "dual"\n' + task(),
+        "tasks.toml: field 'legacy.database': stage 'dual' needs the legacy database URL",
+    ),
+    (
+        '[legacy]\nstagee = "dual"\n' + task(),
+        "tasks.toml: field 'legacy.stagee': unknown field 'stagee' (did you mean 'stage'?); allowed: database, stage, table",  # noqa: E501
+    ),
+    (
+        '[legacy]\ntable = "drop table;"\n' + task(),
+        "tasks.toml: field 'legacy.table': 'drop table;' is not a table name",
+    ),
+    ("legacy = 3\n" + task(), "tasks.toml: field 'legacy': must be a table: [legacy]"),
+    (
+        task(zzzz="1"),
+        "tasks.toml: task 't1': field 'zzzz': unknown field 'zzzz'; allowed: args, backoff, coalesce, cron, description, id, interval, kwargs, max_concurrent, misfire_grace, priority, retries, target, timeout",  # noqa: E501
+    ),
+    (
+        task(id='"' + "x" * 100 + '!"'),
+        "tasks.toml: task 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'...: field 'id': 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... is not a task id (1-128 letters, digits, '_', '.', ':', '-')",  # noqa: E501
+    ),
+    (
+        task(backoff="false"),
+        "tasks.toml: task 't1': field 'backoff': False is not a duration (use e.g. 90, '90s', '30m', '2h')",  # noqa: E501
+    ),
+    (
+        task(kwargs='["a", "b"]'),
+        "tasks.toml: task 't1': field 'kwargs': ['a', 'b'] is not a table of keyword arguments",
+    ),
+    (
+        task(args="{ a = 1 }"),
+        "tasks.toml: task 't1': field 'args': {'a': 1} is not a list of arguments",
+    ),
+    (
+        task(interval='"inf"'),
+        "tasks.toml: task 't1': field 'interval': 'inf' is not a duration (use e.g. 90, '90s', '30m', '2h')",  # noqa: E501
+    ),
+    (task(priority="true"), "tasks.toml: task 't1': field 'priority': True is not a whole number"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), EXACT)
+def test_each_bad_task_file_gets_exactly_this_message(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(TaskFileError) as info:
+        load_tasks(write(tmp_path, text))
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "head", "tail"),
+    [
+        (
+            task(target='"no_such_module_xyz:run"'),
+            "tasks.toml: task 't1': field 'target': cannot import module "
+            "'no_such_module_xyz' (ModuleNotFoundError: ",
+            ")",
+        ),
+        (
+            task(interval="<drop>", cron='"every hour"'),
+            "tasks.toml: task 't1': field 'cron': 'every hour' is not a valid cron expression (",
+            "); use five fields: minute hour day month day-of-week",
+        ),
+    ],
+)
+def test_messages_quoting_a_library_keep_their_own_frame(
+    tmp_path: Path, text: str, head: str, tail: str
+) -> None:
+    with pytest.raises(TaskFileError) as info:
+        load_tasks(write(tmp_path, text))
+    message = str(info.value)
+    assert message.startswith(head) and message.endswith(tail), message
+
+
+def test_a_zero_backoff_is_no_wait_and_a_grace_is_at_least_a_second(tmp_path: Path) -> None:
+    [t] = load_tasks(write(tmp_path, task(backoff="0", misfire_grace="0.2"))).tasks
+    assert (t.backoff, t.misfire_grace) == (0.0, 1)
+    [t] = load_tasks(write(tmp_path, task(kwargs="{ 1 = 2 }"))).tasks  # TOML keys are text
+    assert dict(t.kwargs) == {"1": 2}
