@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exectrack.heartbeat import LegacyConfig, Task, TaskFileError, load_tasks, parse_duration
+from exectrack.heartbeat._tasks import resolve_target
 from scheduling import jobs
 
 GOOD = """
@@ -369,3 +370,155 @@ def test_a_zero_backoff_is_no_wait_and_a_grace_is_at_least_a_second(tmp_path: Pa
     assert (t.backoff, t.misfire_grace) == (0.0, 1)
     [t] = load_tasks(write(tmp_path, task(kwargs="{ 1 = 2 }"))).tasks  # TOML keys are text
     assert dict(t.kwargs) == {"1": 2}
+
+
+# -- tasks made in code, targets, zones and the legacy table, pinned ---------------------
+
+
+def test_a_task_made_in_code_names_itself_in_its_errors() -> None:
+    """Task(...) outside a file: the error still names the task and the field."""
+    cases = [
+        (
+            {"target": jobs.ok},
+            "interval",
+            "give a schedule: interval = '30m' or cron = '0 * * * *'",
+        ),
+        (
+            {"target": jobs.ok, "interval": 60, "cron": "* * * * *"},
+            "cron",
+            "give interval or cron, not both",
+        ),
+        ({"target": 42, "interval": 60}, "target", "42 is not a callable"),
+        (
+            {"target": jobs.ok, "interval": 60, "coalesce": "yes"},
+            "coalesce",
+            "'yes' is not true or false",
+        ),
+    ]
+    for fields_, field, problem in cases:
+        with pytest.raises(TaskFileError) as info:
+            Task(id="t9", **fields_)
+        assert (info.value.task, info.value.field) == ("t9", field)
+        assert str(info.value) == f"task 't9': field '{field}': {problem}"
+    with pytest.raises(TaskFileError) as info:
+        Task(id=7, target=jobs.ok, interval=60)  # type: ignore[arg-type]
+    assert (info.value.task, info.value.field) == (None, "id")
+
+
+def test_priority_is_a_32_bit_whole_number_from_below() -> None:
+    assert Task(id="t", target=jobs.ok, interval=60, priority=-(2**31)).priority == -(2**31)
+    with pytest.raises(TaskFileError, match="is not a whole number"):
+        Task(id="t", target=jobs.ok, interval=60, priority=-(2**31) - 1)
+
+
+def test_targets_split_at_the_first_colon_and_may_be_dotted() -> None:
+    import os.path
+
+    assert resolve_target("os:path.join") is os.path.join
+    with pytest.raises(ValueError, match="has no attribute") as err:
+        resolve_target("scheduling.jobs:ok.nope")
+    assert str(err.value) == "'scheduling.jobs' has no attribute 'ok.nope'"
+    with pytest.raises(ValueError, match="cannot import module") as err:
+        resolve_target("no_such_module_xyz:run")
+    assert str(err.value) == (
+        "cannot import module 'no_such_module_xyz' "
+        "(ModuleNotFoundError: \"No module named 'no_such_module_xyz'\")"
+    )
+
+
+def test_a_module_failing_on_import_is_named_with_its_error_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "boom_on_import.py").write_text(f"raise RuntimeError({'x' * 200!r})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="importing module") as err:
+        resolve_target("boom_on_import:run")
+    assert str(err.value) == (
+        "importing module 'boom_on_import' failed (RuntimeError: " + "'" + "x" * 120 + "'...)"
+    )
+
+
+def test_cron_without_apscheduler_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from exectrack.errors import DriverMissingError
+
+    monkeypatch.setitem(sys.modules, "apscheduler.triggers.cron", None)
+    with pytest.raises(DriverMissingError) as info:
+        Task(id="t", target=jobs.ok, cron="* * * * *")
+    assert str(info.value) == "cron schedules need APScheduler: pip install 'exectrack[heartbeat]'"
+
+
+def test_a_file_keeps_its_path_and_gives_each_task_its_zone(tmp_path: Path) -> None:
+    path = write(tmp_path, 'timezone = "Europe/Berlin"\n' + task())
+    spec = load_tasks(path)
+    assert spec.path == str(path)
+    assert spec.tasks[0].timezone == "Europe/Berlin"
+
+
+def test_unknown_names_and_zones_and_odd_legacy_values_in_full(tmp_path: Path) -> None:
+    long = "q" * 100
+    with pytest.raises(TaskFileError) as info:
+        load_tasks(write(tmp_path, task(**{long: "1"})))
+    assert str(info.value).startswith(
+        f"tasks.toml: task 't1': field '{long}': unknown field '{'q' * 64}'...; allowed: args"
+    )
+    with pytest.raises(TaskFileError) as info:
+        load_tasks(write(tmp_path, "timezone = 5\n" + task()))
+    assert str(info.value) == (
+        "tasks.toml: field 'timezone': 5 is not a time zone name like 'Europe/Berlin'"
+    )
+    with pytest.raises(TaskFileError) as info:
+        load_tasks(write(tmp_path, '[legacy]\nstage = "dual"\ndatabase = 5\n' + task()))
+    assert (str(info.value), info.value.field) == (
+        "tasks.toml: field 'legacy.database': 5 is not a URL",
+        "legacy.database",
+    )
+    assert LegacyConfig(table="Heartbeat.Executions_2").table == "Heartbeat.Executions_2"
+
+
+def test_an_invalid_id_is_named_as_given_or_by_position() -> None:
+    with pytest.raises(TaskFileError) as info:
+        Task(id="bad id!", target=jobs.ok, interval=60)
+    assert (info.value.task, info.value.field) == ("bad id!", "id")
+
+
+def test_an_id_that_is_a_table_keeps_its_whole_text(tmp_path: Path) -> None:
+    with pytest.raises(TaskFileError) as info:
+        load_tasks(write(tmp_path, task(id="{ x = 1 }")))
+    assert str(info.value) == (
+        "tasks.toml: task '#1': field 'id': {'x': 1} is not a task id "
+        "(1-128 letters, digits, '_', '.', ':', '-')"
+    )
+
+
+def test_the_cron_parsers_own_words_are_quoted_cut_at_100(tmp_path: Path) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    from exectrack._echo import echo
+
+    expr = "1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16-17-18-19-20-21-22-23-24-25-26-27-28 * * * *"
+    try:
+        CronTrigger.from_crontab(expr, timezone="UTC")
+    except ValueError as exc:
+        said = str(exc)
+    assert len(said) > 100, "the case needs a message longer than the cut"
+    with pytest.raises(TaskFileError) as info:
+        Task(id="t", target=jobs.ok, cron=expr)
+    assert str(info.value) == (
+        f"task 't': field 'cron': {echo(expr)} is not a valid cron expression "
+        f"({echo(said, 100)}); use five fields: minute hour day month day-of-week"
+    )
+
+
+def test_an_import_error_is_quoted_cut_at_120() -> None:
+    name = "m" * 150
+    with pytest.raises(ValueError, match="cannot import module") as err:
+        resolve_target(f"{name}:run")
+    said = f"No module named '{name}'"
+    from exectrack._echo import echo
+
+    assert str(err.value) == (
+        f"cannot import module {name!r} (ModuleNotFoundError: {echo(said, 120)})"
+    )
+    assert echo(said, 120) != echo(said)
