@@ -19,9 +19,8 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from exectrack._echo import echo
 from exectrack.errors import ConfigError
@@ -61,8 +60,7 @@ def default_database_path() -> Path:
     return base / "exectrack" / "runs.db"
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(NamedTuple):
     enabled: bool = True
     strict: bool = False
     database_url: str | None = None

@@ -7,7 +7,6 @@ batch becomes part of that run's INSERT.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from exectrack._model import RunStatus
 from exectrack.stores._base import Command, FinishRun, MarkRunning, NewRun
@@ -26,18 +25,20 @@ class ConflictError(Exception):
     """A folded INSERT met an existing id: roll back and run the batch unfolded."""
 
 
-@dataclass(slots=True)
 class Row:
     """A run as one INSERT writes it: its create, with the starts and finishes of the
     same batch folded in (the command objects themselves are never changed)."""
 
-    run: NewRun
-    status: RunStatus
-    heartbeat_at: int
-    updated_at: int
-    finish: FinishRun | None = None  # the folded finish that applied
-    duration_ms: float | None = None  # the folded finish's duration, derived if missing
-    started: int = 0  # folded starts that applied
+    __slots__ = ("duration_ms", "finish", "heartbeat_at", "run", "started", "status", "updated_at")
+
+    def __init__(self, run: NewRun, status: RunStatus, heartbeat_at: int, updated_at: int) -> None:
+        self.run = run
+        self.status = status
+        self.heartbeat_at = heartbeat_at
+        self.updated_at = updated_at
+        self.finish: FinishRun | None = None  # the folded finish that applied
+        self.duration_ms: float | None = None  # the folded finish's duration, derived if missing
+        self.started = 0  # folded starts that applied
 
     @classmethod
     def of(cls, run: NewRun) -> Row:
@@ -45,11 +46,13 @@ class Row:
         return cls(run, run.status, run.started_at, at)
 
 
-@dataclass(slots=True)
 class Plan:
-    rows: list[Row]
-    updates: list[MarkRunning | FinishRun]
-    count: int  # commands in the batch
+    __slots__ = ("count", "rows", "updates")
+
+    def __init__(self, rows: list[Row], updates: list[MarkRunning | FinishRun], count: int) -> None:
+        self.rows = rows
+        self.updates = updates
+        self.count = count  # commands in the batch
 
 
 def fold(commands: Sequence[Command]) -> Plan | None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "COLS",
@@ -76,15 +75,13 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
+class Migration(NamedTuple):
     version: int
     name: str
     statements: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SqlDialect:
+class SqlDialect(NamedTuple):
     """What differs between engines, as data and small functions."""
 
     param: str  # "?" or "%s"

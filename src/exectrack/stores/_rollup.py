@@ -31,8 +31,7 @@ import bisect
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from exectrack._model import RunStatus, datetime_to_us
 from exectrack.stores._base import RunFilter
@@ -137,8 +136,7 @@ def _ceil(us: int, grain: int) -> int:
     return -((-us) // grain) * grain
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(NamedTuple):
     """A started_at window [start, end) in microseconds (None: unbounded), cut into the
     rollup ranges that cover it and the raw ranges at its edges.
 
@@ -177,15 +175,17 @@ class Window:
         return cls(start, end, tuple(ranges), tuple(raw), (h0, h1))
 
 
-@dataclass(slots=True)
 class RollupCounts:
     """One source's figures in a window (finished runs from rollups, open runs live)."""
 
-    by_status: dict[RunStatus, int] = field(default_factory=dict)
-    error_codes: dict[str, int] = field(default_factory=dict)
-    durations: int = 0
-    duration_sum_ms: float = 0.0
-    first_items: int = 0
+    __slots__ = ("by_status", "duration_sum_ms", "durations", "error_codes", "first_items")
+
+    def __init__(self) -> None:
+        self.by_status: dict[RunStatus, int] = {}
+        self.error_codes: dict[str, int] = {}
+        self.durations = 0
+        self.duration_sum_ms = 0.0
+        self.first_items = 0
 
 
 def rollup_filter(flt: RunFilter) -> bool:
