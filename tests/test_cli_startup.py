@@ -180,6 +180,9 @@ def test_cli_read_commands_stay_light(db: str, argv: list[str]) -> None:
     assert code == "0"
     assert out.strip()
     assert _loaded(got["modules"], HEAVY) == set()
+    # the query layer's result records load only for the commands that return them
+    results = argv[:2] in (["runs", "stats"], ["report"])
+    assert ("exectrack._results" in got["modules"]) == results
 
 
 @pytest.mark.parametrize("columns", [None, "", "0", "-3", "abc", "37", "200"])

@@ -476,3 +476,13 @@ def test_source_stats_top_errors_default_to_five(t: ExecutionTracker) -> None:
         t.start("skill").finish_error(code=f"code_{k}", message="x")
     [skill] = q.source_stats(t.store)
     assert [c for c, _ in skill.top_errors] == [f"code_{k}" for k in range(5)]
+
+
+def test_result_records_are_loaded_on_first_use_as_the_same_classes() -> None:
+    from exectrack import _results
+
+    for name in ("Changes", "Report", "RunStats", "SourceReport", "SourceStats"):
+        assert getattr(q, name) is getattr(_results, name)
+    with pytest.raises(AttributeError) as err:
+        q.RunStatz  # type: ignore[attr-defined]  # noqa: B018
+    assert str(err.value) == "module 'exectrack.query' has no attribute 'RunStatz'"

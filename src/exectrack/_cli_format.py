@@ -6,10 +6,12 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exectrack._model import Run
-from exectrack.query import Report
+
+if TYPE_CHECKING:
+    from exectrack._results import Report
 
 __all__ = [
     "REF_WIDTH",

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from exectrack import query
 from exectrack._model import Run, us_to_datetime
 from exectrack.monitor import reap_once
-from exectrack.query import Changes, Report, RunStats
 from exectrack.stores import Page, Reaped, Store
 
 if TYPE_CHECKING:
     from exectrack._clock import Clock
+    from exectrack._results import Changes, Report, RunStats
 
 __all__ = ["TrackerReads"]
 

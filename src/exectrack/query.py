@@ -11,13 +11,16 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from exectrack._echo import echo
 from exectrack._model import Run, RunStatus, datetime_to_us, validate_source
 from exectrack.errors import InvalidArgumentError
 from exectrack.stores._base import Page, RunFilter, Store
+
+if TYPE_CHECKING:
+    from exectrack._results import Changes, Report, RunStats, SourceReport, SourceStats
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 1000
+_RESULTS = frozenset({"Changes", "Report", "RunStats", "SourceReport", "SourceStats"})
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -123,16 +127,6 @@ def _decode_position(cursor: str) -> tuple[int, str]:
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """One page of the change feed: runs created or changed after the cursor it was
-    asked for, oldest change first, each once and as it is now. Pass ``cursor`` back
-    for the next page; it is the one asked for when nothing changed."""
-
-    runs: list[Run]
-    cursor: str
-
-
 def changes(store: Store, after: str | None = None, *, limit: int = 500) -> Changes:
     """What changed after ``after`` (a cursor from :func:`changes_head`, a previous
     :class:`Changes` or None: from the start of history).
@@ -140,6 +134,8 @@ def changes(store: Store, after: str | None = None, *, limit: int = 500) -> Chan
     A run that changes again later appears again, at its new position; a change is
     never found behind a cursor that has passed it, even with many writers.
     """
+    from exectrack._results import Changes
+
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidArgumentError(f"limit={echo(limit)}: must be between 1 and {MAX_PAGE_SIZE}")
     position = None if after is None else _decode_position(after)
@@ -233,38 +229,9 @@ def latest_runs(store: Store, filters: Sequence[RunFilter]) -> list[Run | None]:
     return store.latest_runs(list(filters)) if filters else []
 
 
-@dataclass(frozen=True, slots=True)
-class RunStats:
-    """Counts of the runs matching a filter."""
-
-    total: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
-    by_source: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def open(self) -> int:
-        return self.by_status.get("queued", 0) + self.by_status.get("running", 0)
-
-    @property
-    def error_rate(self) -> float | None:
-        """Share of finished runs that ended ``error`` or ``timeout``."""
-        finished = self.total - self.open
-        if finished == 0:
-            return None
-        failed = self.by_status.get("error", 0) + self.by_status.get("timeout", 0)
-        return failed / finished
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "total": self.total,
-            "open": self.open,
-            "error_rate": self.error_rate,
-            "by_status": self.by_status,
-            "by_source": self.by_source,
-        }
-
-
 def run_stats(store: Store, flt: RunFilter | None = None) -> RunStats:
+    from exectrack._results import RunStats
+
     counts = store.count_runs(flt or RunFilter())
     by_status: dict[str, int] = {s.value: 0 for s in RunStatus}
     by_source: dict[str, dict[str, int]] = {}
@@ -272,42 +239,6 @@ def run_stats(store: Store, flt: RunFilter | None = None) -> RunStats:
         by_status[status.value] += n
         by_source.setdefault(source, {})[status.value] = n
     return RunStats(total=sum(counts.values()), by_status=by_status, by_source=by_source)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStats:
-    """Outcome figures of one source among the runs matching a filter.
-
-    ``success_rate`` = success / finished runs (None when none finished); the
-    percentiles are nearest-rank durations of the finished runs. ``buckets`` (only
-    when ``bounds`` were asked for) count finished runs with a duration <= each bound.
-    """
-
-    source: str
-    total: int
-    by_status: dict[str, int]
-    open: int
-    success_rate: float | None
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    top_errors: list[tuple[str, int]]
-    buckets: tuple[int, ...] = ()
-    duration_count: int = 0
-    duration_sum_ms: float = 0.0
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "source": self.source,
-            "total": self.total,
-            "by_status": self.by_status,
-            "open": self.open,
-            "success_rate": self.success_rate,
-            "p50_ms": self.p50_ms,
-            "p95_ms": self.p95_ms,
-            "p99_ms": self.p99_ms,
-            "top_errors": [{"code": c, "count": n} for c, n in self.top_errors],
-        }
 
 
 def _top_codes(codes: dict[str, int], top: int) -> list[tuple[str, int]]:
@@ -327,6 +258,8 @@ def source_stats(
     success rate, p50/p95/p99 duration and the ``top`` error codes, computed in the
     database; ``bounds`` (ms, ascending) adds cumulative duration buckets.
     ``percentiles=False`` leaves the percentiles None and skips their sorting query."""
+    from exectrack._results import SourceStats
+
     quantiles = (0.5, 0.95, 0.99) if percentiles else ()
     out = []
     for agg in store.aggregate(flt or RunFilter(), quantiles=quantiles, bounds=bounds):
@@ -353,54 +286,6 @@ def source_stats(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class SourceReport:
-    """Liveness and outcome figures of one source over a window.
-
-    ``hang_rate`` = (runs reaped as ``abandoned`` + runs still open past their lease)
-    / runs started, all among the runs started in the window. ``open`` and
-    ``open_past_lease`` count every open run, however old; ``oldest_open_age_s`` is
-    the age of the oldest one. ``first_item_p50_ms``/``first_item_p95_ms``: time to
-    first item of the window's finished streams (None when there were none).
-    """
-
-    source: str
-    started: int
-    by_status: dict[str, int]
-    open: int
-    open_past_lease: int
-    abandoned: int
-    hang_rate: float | None
-    oldest_open_age_s: float | None
-    p50_ms: float | None
-    p95_ms: float | None
-    top_errors: list[tuple[str, int]]
-    first_item_p50_ms: float | None = None
-    first_item_p95_ms: float | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        out["top_errors"] = [{"code": c, "count": n} for c, n in self.top_errors]
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    since: datetime | None
-    now: datetime
-    sources: list[SourceReport]
-
-    def to_dict(self) -> dict[str, object]:
-        def iso(value: datetime | None) -> str | None:
-            return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-        return {
-            "since": iso(self.since),
-            "now": iso(self.now),
-            "sources": [s.to_dict() for s in self.sources],
-        }
-
-
 def report(
     store: Store,
     *,
@@ -410,6 +295,8 @@ def report(
 ) -> Report:
     """The hang-rate and consistency report, per source, over runs started since
     ``since`` (an ISO time or an age such as ``24h``; None: all runs)."""
+    from exectrack._results import Report, SourceReport
+
     at = (now or datetime.now(UTC)).astimezone(UTC)
     start = None if since is None else parse_time(since, now=at)
     now_us = datetime_to_us(at)
@@ -439,3 +326,13 @@ def report(
             )
         )
     return Report(since=start, now=at, sources=sources)
+
+
+def __getattr__(name: str) -> Any:
+    """The result records load on first use (``exectrack._results``): a command that
+    only lists runs does not pay for creating them."""
+    if name in _RESULTS:
+        from exectrack import _results
+
+        return getattr(_results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
