@@ -321,12 +321,10 @@ def test_exectracks_threads_leave_sigterm_and_sigint_to_the_main_thread(db_url: 
     try:
         tracker.start("worker", "x").finish_success()
         tracker.flush()
-        mine = {
-            t.name: t.native_id
-            for t in threading.enumerate()
-            if t.name in ("exectrack-writer", "exectrack-monitor") and t.native_id is not None
-        }
-        assert {"exectrack-writer", "exectrack-monitor"} <= set(mine), mine
+        # This tracker's own threads (another test's, named alike, may be ending now)
+        threads = {"writer": tracker._writer._thread, "monitor": tracker.monitor._thread}
+        mine = {name: t.native_id for name, t in threads.items() if t is not None}
+        assert set(mine) == {"writer", "monitor"} and None not in mine.values(), mine
         wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
         for name, native_id in mine.items():
             assert _blocked(native_id) & wanted == wanted, name
