@@ -117,9 +117,8 @@ def on_first_run() -> None:
     global _hooks_generation
     if _hooks_generation != _owner.generation:
         _hooks_generation = _owner.generation
-        process = sys.modules.get("multiprocessing.process")
         util = sys.modules.get("multiprocessing.util")
-        if process is not None and util is not None and process.parent_process() is not None:
+        if util is not None and _in_multiprocessing_child():
             util.Finalize(None, shutdown_all, args=(EXIT_TIMEOUT,), exitpriority=0)
     if _sigterm_wanted:
         _install_sigterm_handler()
@@ -131,19 +130,17 @@ def _install_sigterm_handler() -> None:
         return  # SIGTERM came: its default action is what ends the process now
     if threading.get_ident() != _main_ident or not hasattr(signal, "SIGTERM"):
         return  # signal handlers can only be set there: the main thread's next run will
-    if _raw_getsignal(_SIGTERM) is _installed:
-        if _installed is _on_sigterm and _watch_fds is None and _in_multiprocessing_child():
-            _watch_for_lost_signals()  # a forked child: the handler is the parent's
-        return
-    current = signal.getsignal(signal.SIGTERM)
-    if current is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        if _watch_fds is None and _in_multiprocessing_child():
-            _watch_for_lost_signals()
-    elif callable(current) and not isinstance(current, _Chained) and current is not _on_sigterm:
-        signal.signal(signal.SIGTERM, _Chained(current))
-    # (SIG_IGN, or a handler set outside Python: left alone)
-    _installed = _raw_getsignal(_SIGTERM)
+    if _raw_getsignal(_SIGTERM) is not _installed:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        elif callable(current) and not isinstance(current, _Chained) and current is not _on_sigterm:
+            signal.signal(signal.SIGTERM, _Chained(current))
+        # (SIG_IGN, or a handler set outside Python: left alone)
+        _installed = _raw_getsignal(_SIGTERM)
+    # (a forked child gets here with the parent's handler and no watcher of its own)
+    if _installed is _on_sigterm and _watch_fds is None and _in_multiprocessing_child():
+        _watch_for_lost_signals()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -165,28 +162,27 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     _sigterm_wanted = False  # the main thread's next run must not set it again
     signal.signal(signum, signal.SIG_DFL)
     try:
-        helper = _start_dying(signum) or _helper
+        _start_dying(signum)
         if _shut_down:
             os.kill(os.getpid(), signum)  # the watcher's signal brought us here: die of it
-        elif helper is not None:
-            helper.join(SIGNAL_WAIT)  # the helper ends the process when it is done
+        elif _helper is not None:
+            _helper.join(SIGNAL_WAIT)  # the helper ends the process when it is done
     except Exception:  # no thread to be had: die of the signal, as without exectrack
         os.kill(os.getpid(), signum)
 
 
-def _start_dying(signum: int) -> threading.Thread | None:
-    """The helper thread that shuts down and then ends the process, started by the
-    first caller (the handler or the watcher); None for the second."""
+def _start_dying(signum: int) -> None:
+    """Start ``_helper``, the thread that shuts down and then ends the process: the
+    first caller (the handler or the watcher) does, the second finds it started."""
     global _dying, _helper
     with _dying_lock:
         if _dying:
-            return None
+            return
         _dying = signum
         _helper = threading.Thread(
             target=_shutdown_then_die, args=(signum,), name="exectrack-sigterm", daemon=True
         )
         _helper.start()  # under the lock: whoever comes second may join it at once
-    return _helper
 
 
 def _shutdown_then_die(signum: int) -> None:
