@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Never needed to read runs: the async machinery, the tracker's write path, drivers,
 # and what only `serve`, `demo` or `heartbeat` use.
 HEAVY = {
+    "logging",  # exectrack._log imports it for the first record; a read logs none
     "asyncio",
     "concurrent.futures",
     "ssl",
@@ -183,6 +184,10 @@ def test_cli_read_commands_stay_light(db: str, argv: list[str]) -> None:
     # the query layer's result records load only for the commands that return them
     results = argv[:2] in (["runs", "stats"], ["report"])
     assert ("exectrack._results" in got["modules"]) == results
+    # the store's write commands and other results load only for the commands that
+    # reap or summarize (reading runs creates none of them)
+    records = argv[:1] in (["report"], ["reap"])
+    assert ("exectrack.stores._records" in got["modules"]) == records
 
 
 @pytest.mark.parametrize("columns", [None, "", "0", "-3", "abc", "37", "200"])

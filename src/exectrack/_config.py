@@ -15,7 +15,6 @@ Explicit arguments beat environment variables, which beat defaults. Variables:
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -23,11 +22,12 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from exectrack._echo import echo
+from exectrack._log import get_logger
 from exectrack.errors import ConfigError
 
 __all__ = ["Durability", "Settings", "default_database_path", "parse_bool"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Durability = Literal["async", "sync"]
 

@@ -7,17 +7,17 @@ untracked, with one logged warning; strict mode raises instead.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 
 from exectrack._config import Settings, parse_bool
+from exectrack._log import get_logger
 from exectrack._tracker import ExecutionTracker
 from exectrack.errors import ExectrackError
 
 __all__ = ["default_tracker_or_none", "get_tracker", "set_tracker"]
 
-log = logging.getLogger("exectrack")
+log = get_logger("exectrack")
 
 _lock = threading.Lock()
 _tracker: ExecutionTracker | None = None

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 
+from exectrack._log import get_logger
 from exectrack.errors import ExectrackError, StoreError
 
 __all__ = ["Failures"]
 
-log = logging.getLogger("exectrack")
+log = get_logger("exectrack")
 
 MAX_CAUSES = 256  # distinct causes kept; later new ones are counted in the total only
 

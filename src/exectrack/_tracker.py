@@ -15,7 +15,6 @@ is queued"; whether the store took it shows in ``stats()`` (``not_applied``,
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -35,6 +34,7 @@ from exectrack._failures import Failures
 from exectrack._handle import RunHandle, null_handle
 from exectrack._lifecycle import CANCELLED, SHUTDOWN, Outcome, current_reason, outcome_of_exception
 from exectrack._lifetime import TrackerLifetime, TrackerStats
+from exectrack._log import get_logger
 from exectrack._model import RunStatus, datetime_to_us, new_run_id, validate_source
 from exectrack._owner import process_owner
 from exectrack._reads import TrackerReads
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ExecutionTracker", "RunHandle", "TrackerStats", "clean_refs", "null_handle"]
 
-log = logging.getLogger("exectrack")
+log = get_logger("exectrack")
 
 MESSAGE_LIMIT = 4096
 REF_LIMIT = 512

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping
 from types import AsyncGeneratorType, CoroutineType, GeneratorType, TracebackType
@@ -28,6 +27,7 @@ from exectrack._lifecycle import (
     closed_early,
     outcome_of_result,
 )
+from exectrack._log import get_logger
 from exectrack._model import validate_source
 from exectrack._redact import Problems, clean_text, normalize_metadata
 from exectrack._tracker import (
@@ -42,7 +42,7 @@ from exectrack.errors import InvalidArgumentError
 
 __all__ = ["TrackedRun"]
 
-log = logging.getLogger("exectrack")
+log = get_logger("exectrack")
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -33,7 +33,6 @@ commands stay the parent's.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 import time
@@ -42,14 +41,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from exectrack._log import get_logger
 from exectrack._model import RunStatus
 from exectrack._threads import quiet
 from exectrack.errors import StoreUnavailableError
-from exectrack.stores._base import Command, FinishRun, MarkRunning, NewRun, Store
+from exectrack.stores._base import Store
+from exectrack.stores._records import Command, FinishRun, MarkRunning, NewRun
 
 __all__ = ["EXIT_STALLED", "Writer", "WriterStats", "log_unwritten"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_QUEUE_SIZE = 100_000
 DEFAULT_MAX_BATCH = 1_000

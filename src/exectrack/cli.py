@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from exectrack import __version__, query
 from exectrack import _cli_format as fmt
 from exectrack._config import Settings
 from exectrack._echo import ECHO_LIMIT
+from exectrack._log import to_stderr
 from exectrack._model import Run, RunStatus
 from exectrack.errors import ConfigError, ExectrackError
 from exectrack.stores import RunFilter, Store, open_store, redact_url
@@ -594,22 +594,6 @@ def _require_existing(store: Store) -> None:
         )
 
 
-def _configure_logging(verbosity: int) -> Callable[[], None]:
-    """Send exectrack's log records to stderr for this command; return the undo."""
-    logger = logging.getLogger("exectrack")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
-
-    def undo() -> None:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-
-    return undo
-
-
 def _quiet_stdout() -> None:
     """The reader went away (``exectrack runs list | head``): send the rest nowhere."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -625,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: keep argparse's code
         status = exc.code
         return status if isinstance(status, int) else (EXIT_OK if status is None else 2)
-    undo_logging = _configure_logging(getattr(args, "verbose", 0))
+    undo_logging = to_stderr(getattr(args, "verbose", 0))
     try:
         if getattr(args, "no_store", False):  # e.g. validating a task file
             code = int(args.handler(args, None))

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import weakref
@@ -21,17 +20,19 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from exectrack._log import get_logger
 from exectrack._model import datetime_to_us, now_us
 from exectrack._owner import owner_alive
 from exectrack._threads import quiet
-from exectrack.stores._base import Reaped, Store
+from exectrack.stores._base import Store
+from exectrack.stores._records import Reaped
 
 if TYPE_CHECKING:
     from exectrack._tracker import ExecutionTracker
 
 __all__ = ["Monitor", "Reaped", "reap_once"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_LEASE = 30.0
 DEFAULT_REAP_INTERVAL = 15.0

@@ -13,17 +13,16 @@ from typing import Any
 from exectrack._clock import FakeClock
 from exectrack._model import Run, RunStatus
 from exectrack.errors import StoreError
-from exectrack.stores._base import (
+from exectrack.stores._base import RunFilter, Store
+from exectrack.stores._records import (
     ApplyResult,
     Command,
     FinishResult,
     FinishRun,
     NewRun,
     Reaped,
-    RunFilter,
     SourceAggregate,
     SourceSummary,
-    Store,
 )
 
 __all__ = ["FailingStore", "FakeClock"]

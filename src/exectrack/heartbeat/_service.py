@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from exectrack._log import get_logger
 from exectrack._tracker import ExecutionTracker
 from exectrack.heartbeat._tasks import (
     LegacyConfig,
@@ -23,7 +23,7 @@ from exectrack.heartbeat._tasks import (
 
 __all__ = ["HeartbeatService"]
 
-log = logging.getLogger("exectrack.heartbeat")
+log = get_logger("exectrack.heartbeat")
 
 
 class HeartbeatService:

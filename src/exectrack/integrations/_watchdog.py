@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import threading
 import time
 from collections.abc import Callable
 
+from exectrack._log import get_logger
+
 __all__ = ["Watchdog"]
 
-log = logging.getLogger("exectrack.integrations")
+log = get_logger("exectrack.integrations")
 
 
 class Watchdog:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import logging
 import threading
 import time
 import weakref
@@ -86,6 +85,7 @@ from apscheduler.util import iscoroutinefunction_partial
 
 import exectrack
 from exectrack import ExecutionTracker, InvalidArgumentError, RunHandle, RunStatus
+from exectrack._log import get_logger
 from exectrack.integrations._aps_parts import (
     Execution,
     ExecutionContext,
@@ -119,7 +119,7 @@ __all__ = [
     "current_execution",
 ]
 
-log = logging.getLogger("exectrack.integrations.apscheduler")
+log = get_logger("exectrack.integrations.apscheduler")
 
 SOURCE = "heartbeat"
 # The core's fixed texts for these causes (kept equal by a test), so rows group.

@@ -4,7 +4,6 @@ a store that fails is a 503, never a 500 with a driver's text."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,12 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from exectrack._log import get_logger
 from exectrack._redact import redact_text
 from exectrack.errors import InvalidArgumentError, StoreError
 
 __all__ = ["ApiError", "error_body", "install_handlers", "parameter"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _CODES = {
     400: "invalid_parameter",

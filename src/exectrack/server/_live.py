@@ -5,7 +5,6 @@ and sends what changed, so a client updates rows instead of re-listing."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from exectrack import ExectrackError, query
+from exectrack._log import get_logger
 
 from . import _models as m
 from ._api import _ERRORS
@@ -25,7 +25,7 @@ from ._state import ServerState
 
 __all__ = ["live_router"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _AFTER = "a cursor: the changes_cursor of a runs page or the cursor of a change page"
 After = Annotated[str | None, Query(max_length=512, description=_AFTER)]

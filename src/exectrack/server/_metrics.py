@@ -19,7 +19,6 @@ time through the query layer.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -35,13 +34,14 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exectrack import ExectrackError, query
+from exectrack._log import get_logger
 
 if TYPE_CHECKING:
     from ._state import ServerState
 
 __all__ = ["BOUNDS_MS", "HANG_WINDOW", "metrics_text", "new_registry"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
 HANG_WINDOW = timedelta(hours=24)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 
+from exectrack._log import get_logger
 from exectrack.monitor import DEFAULT_REAP_INTERVAL, reap_once
 
 from ._reader import Reader
 
 __all__ = ["Reaper", "ServerState"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Reaper:

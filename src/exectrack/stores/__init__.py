@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from exectrack._echo import echo, echo_url
 from exectrack.errors import ConfigError
-from exectrack.stores._base import (
-    ApplyResult,
-    Command,
-    FinishResult,
-    FinishRun,
-    MarkRunning,
-    NewRun,
-    Page,
-    Reaped,
-    RunFilter,
-    SourceAggregate,
-    SourceSummary,
-    Store,
-)
+from exectrack.stores._base import Page, RunFilter, Store
+
+if TYPE_CHECKING:
+    from exectrack.stores._records import (
+        ApplyResult,
+        Command,
+        FinishResult,
+        FinishRun,
+        MarkRunning,
+        NewRun,
+        Reaped,
+        SourceAggregate,
+        SourceSummary,
+    )
 
 __all__ = [
     "ApplyResult",
@@ -92,3 +93,16 @@ def redact_url(url: str) -> str:
     from exectrack._redact import redact_text
 
     return redact_text(url)
+
+
+_RECORDS = frozenset(__all__) - {"Page", "RunFilter", "Store", "open_store", "redact_url"}
+
+
+def __getattr__(name: str) -> Any:
+    """The write commands and results load on first use (``stores/_records.py``): a
+    command that only reads runs does not pay for creating them."""
+    if name in _RECORDS:
+        from exectrack.stores import _records
+
+        return getattr(_records, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,9 +7,12 @@ batch becomes part of that run's INSERT.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from exectrack._model import RunStatus
-from exectrack.stores._base import Command, FinishRun, MarkRunning, NewRun
+
+if TYPE_CHECKING:  # the records load on first write (stores/_records.py)
+    from exectrack.stores._records import Command, FinishRun, MarkRunning, NewRun
 
 __all__ = ["ConflictError", "Plan", "Row", "fold", "groups", "may_finish"]
 
@@ -62,6 +65,8 @@ def fold(commands: Sequence[Command]) -> Plan | None:
     ``heartbeat_at``/``updated_at`` a start or finish would set. None when folding
     cannot keep the one-by-one result: a start or finish precedes its run's create.
     """
+    from exectrack.stores._records import FinishRun, MarkRunning, NewRun
+
     rows: dict[str, Row] = {}
     updates: list[MarkRunning | FinishRun] = []
     touched: set[str] = set()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exectrack._model import RunStatus
-from exectrack.stores._base import Reaped
 from exectrack.stores._dialect import Cursor, SqlDialect, sql
+
+if TYPE_CHECKING:  # loads on first reap (stores/_records.py): a CLI read never needs it
+    from exectrack.stores._records import Reaped
 
 __all__ = ["LivenessOps"]
 
@@ -85,6 +87,8 @@ class LivenessOps:
         """Finish, in one transaction, the open runs that (in this order) belong to a
         dead owner, are past ``deadline_at``, or are past ``lease_until`` (strictly
         before ``now``). ``dry_run``: report what would be finished, change nothing."""
+        from exectrack.stores._records import Reaped
+
         self._ensure_ready()
         ts = self.dialect.ts(now)
         rules: list[tuple[str, list[Any], str, str, str]] = []

@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import logging
 import os
 import threading
 import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from exectrack._log import get_logger
 from exectrack._model import RunStatus
 from exectrack.errors import ConfigError, InvalidArgumentError, SchemaError, SchemaTooNewError
-from exectrack.stores._base import (
-    ApplyResult,
-    Command,
-    FinishResult,
-    FinishRun,
-    MarkRunning,
-    NewRun,
-)
 from exectrack.stores._batch import ConflictError, Plan, Row, fold, groups
 from exectrack.stores._dialect import (
     COLS,
@@ -42,9 +34,20 @@ from exectrack.stores._dialect import (
 from exectrack.stores._liveness import LivenessOps
 from exectrack.stores._sqlagg import AggregateOps
 
+if TYPE_CHECKING:  # the write commands and results load on first write: a CLI read
+    # never creates them (stores/_records.py)
+    from exectrack.stores._records import (
+        ApplyResult,
+        Command,
+        FinishResult,
+        FinishRun,
+        MarkRunning,
+        NewRun,
+    )
+
 __all__ = ["Cursor", "Migration", "SqlDialect", "SqlStore", "json_loads_object"]
 
-_log = logging.getLogger("exectrack.stores")
+_log = get_logger("exectrack.stores")
 
 
 class SqlStore(AggregateOps, LivenessOps, abc.ABC):
@@ -355,6 +358,8 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         """Analyze the runs table (each engine says how cheaply)."""
 
     def start(self, run_id: str, at: int) -> FinishResult:
+        from exectrack.stores._records import FinishResult, MarkRunning
+
         self._ensure_ready()
         with self._write_one() as cur:
             cur.execute(self._start_sql, self._start_params(MarkRunning(run_id, at)))
@@ -363,6 +368,8 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
             return FinishResult(False, self._status_of(cur, run_id))
 
     def finish(self, cmd: FinishRun) -> FinishResult:
+        from exectrack.stores._records import FinishResult
+
         _check_finish(cmd)
         self._ensure_ready()
         with self._write_one() as cur:
@@ -386,6 +393,8 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         folding cannot give the one-by-one result (a created id already exists, or a
         start/finish precedes its run's create), the batch runs command by command.
         """
+        from exectrack.stores._records import ApplyResult, FinishRun, NewRun
+
         for cmd in commands:
             if type(cmd) is NewRun:
                 _check_new(cmd)
@@ -407,6 +416,8 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
         return result
 
     def _apply_folded(self, plan: Plan) -> ApplyResult:
+        from exectrack.stores._records import FinishRun, MarkRunning
+
         rows, updates = plan.rows, plan.updates
         created = started = finished = 0
         if len(rows) + len(updates) == 1:  # one statement: atomic without a transaction
@@ -528,6 +539,8 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
 
     def _apply_each(self, commands: Sequence[Command]) -> ApplyResult:
         """The batch command by command, in order, in one transaction."""
+        from exectrack.stores._records import NewRun
+
         created = started = finished = 0
         with self._write() as cur:
             for cmd in commands:
@@ -542,6 +555,8 @@ class SqlStore(AggregateOps, LivenessOps, abc.ABC):
 
     def _execute_update(self, cur: Cursor, cmd: MarkRunning | FinishRun) -> tuple[int, int]:
         """Run one start or finish; (started, finished) it applied."""
+        from exectrack.stores._records import FinishRun
+
         if isinstance(cmd, FinishRun):
             cur.execute(self._finish_sql, self._finish_params(cmd))
             return 0, max(cur.rowcount, 0)
@@ -593,6 +608,8 @@ def _check_new(run: NewRun) -> None:
 
 
 def _result(count: int, created: int, started: int, finished: int) -> ApplyResult:
+    from exectrack.stores._records import ApplyResult
+
     return ApplyResult(created, started, finished, count - created - started - finished)
 
 

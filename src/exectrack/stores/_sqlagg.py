@@ -5,12 +5,12 @@ and buckets in a few queries, and the latest run of many scopes in one. Mixed in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exectrack._echo import echo
 from exectrack._model import Run, RunStatus
 from exectrack.errors import InvalidArgumentError
-from exectrack.stores._base import RunFilter, SourceAggregate
+from exectrack.stores._base import RunFilter
 from exectrack.stores._dialect import COLS, Cursor, sql
 from exectrack.stores._rollup import (
     DURATION,
@@ -21,6 +21,9 @@ from exectrack.stores._rollup import (
     window_of,
 )
 from exectrack.stores._sqlread import ReadOps
+
+if TYPE_CHECKING:  # loads on first use (stores/_records.py): a CLI read never needs it
+    from exectrack.stores._records import SourceAggregate
 
 __all__ = ["AggregateOps"]
 
@@ -90,6 +93,8 @@ class AggregateOps(ReadOps):
         runs up to ``exact_quantiles`` finished runs (or with a status filter, which
         the histograms do not split by), from the histograms beyond; buckets from the
         histograms (``edges``: each bound's slot)."""
+        from exectrack.stores._records import SourceAggregate
+
         window = Window.of(*window_of(flt))
         with self._read() as cur:
             counts = self._rollup_counts(cur, window, flt)
@@ -137,6 +142,8 @@ class AggregateOps(ReadOps):
     ) -> list[SourceAggregate]:
         """``aggregate`` read from the runs themselves (filters the rollups cannot
         answer: a session, ref, parent, text, or bucket bounds that cut slots)."""
+        from exectrack.stores._records import SourceAggregate
+
         d = self.dialect
         where, params = self._where(flt)
         cond = (" WHERE " + " AND ".join(where)) if where else ""

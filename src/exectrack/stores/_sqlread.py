@@ -6,11 +6,11 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
 from exectrack.errors import SchemaError
-from exectrack.stores._base import RunFilter, SourceSummary
+from exectrack.stores._base import RunFilter
 from exectrack.stores._dialect import COLS, Cursor, SqlDialect, sql
 from exectrack.stores._rollup import (
     DURATION,
@@ -22,6 +22,9 @@ from exectrack.stores._rollup import (
     rollup_filter,
     window_of,
 )
+
+if TYPE_CHECKING:  # loads on first use (stores/_records.py): a CLI read never needs it
+    from exectrack.stores._records import SourceSummary
 
 __all__ = ["ReadOps"]
 
@@ -197,6 +200,8 @@ class ReadOps(RollupOps):
         """Per-source figures for the hang-rate report: counts from the rollups, open
         runs from their index, percentiles exactly while the window holds at most
         ``exact_quantiles`` finished runs, from the histograms beyond."""
+        from exectrack.stores._records import SourceSummary
+
         self._ensure_ready()
         d = self.dialect
         ts = d.ts

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import math
 import os
 import re
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from exectrack._echo import echo, echo_url
+from exectrack._log import get_logger
 from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
 from exectrack._redact import redact_text
 from exectrack.errors import (
@@ -52,21 +52,21 @@ from exectrack.errors import (
     StoreUnavailableError,
 )
 from exectrack.stores import _pgconn
-from exectrack.stores._base import (
-    ApplyResult,
-    Command,
-    FinishResult,
-    FinishRun,
-    NewRun,
-    RunFilter,
-    SourceAggregate,
-)
+from exectrack.stores._base import RunFilter
 from exectrack.stores._dialect import (
     rollup_tables_v5,
     runs_table_v1,
     runs_table_v2,
     runs_table_v3,
     runs_table_v4,
+)
+from exectrack.stores._records import (
+    ApplyResult,
+    Command,
+    FinishResult,
+    FinishRun,
+    NewRun,
+    SourceAggregate,
 )
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
 from exectrack.stores._text import PG_TEXT_INDEXES, postgres_text_index, postgres_text_term
@@ -149,7 +149,7 @@ _DIALECT = SqlDialect(
     row_lock=" FOR UPDATE SKIP LOCKED",
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _OWN_OPTIONS = ("schema", "pool_min_size", "pool_max_size", "pool_timeout")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")

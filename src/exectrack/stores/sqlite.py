@@ -19,7 +19,6 @@ closing them never touches the new file's ``-wal``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 import threading
@@ -33,6 +32,7 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exectrack._echo import echo, echo_url
+from exectrack._log import get_logger
 from exectrack.errors import ConfigError, StoreError, StoreUnavailableError
 from exectrack.stores._dialect import (
     rollup_tables_v5,
@@ -100,7 +100,7 @@ _DIALECT = SqlDialect(
     unindexed="+",
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 CLOSE_WAIT = 5.0  # seconds close() waits for a write or read in flight to end
