@@ -62,6 +62,7 @@ class ModuleReport:
     killed: int = 0
     survivors: list[Survivor] = field(default_factory=list)
     handmade: list[handmade_mutants.Outcome] = field(default_factory=list)
+    import_time: int = 0  # mutants of functions run at import: out of mutmut's reach
     seconds: float = 0.0
 
     @property
@@ -216,6 +217,14 @@ def equivalent_reason(config: dict[str, Any], name: str, line: str, diff: str = 
     return None
 
 
+def import_time_function(config: dict[str, Any], name: str) -> bool:
+    """Whether ``name`` mutates a function listed in ``[[import_time]]``: one that only
+    runs while its module is imported (building migration SQL, say), before mutmut
+    switches a mutant on, so its mutants always "survive" and say nothing."""
+    function = name.rsplit("__mutmut_", 1)[0]
+    return any(entry["function"] == function for entry in config.get("import_time", []))
+
+
 def killed_by_handmade(config: dict[str, Any], name: str, line: str) -> str | None:
     """The hand-made mutant (``[[killed_by_handmade]]``) whose catch also kills ``name``."""
     function = name.rsplit("__mutmut_", 1)[0]
@@ -256,6 +265,8 @@ def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bo
             sys.exit(f"mutmut run failed for {module} (exit {code}); see {log}")
         after = results(work, module)
     report = ModuleReport(module)
+    report.import_time = sum(import_time_function(config, n) for n in after)
+    after = {n: s for n, s in after.items() if not import_time_function(config, n)}
     report.total = len(after)
     report.killed = sum(s in KILLED for s in after.values())
     for name, status in sorted(after.items()):
@@ -330,6 +341,13 @@ def render(reports: list[ModuleReport], command: str) -> str:
     for r in reports:
         lines += ["", f"## {r.module}", ""]
         lines.append(f"Reproduce: `python scripts/mutate.py {r.module}`")
+        if r.import_time:
+            lines += [
+                "",
+                f"{r.import_time} mutants of functions that run only at import "
+                "(`[[import_time]]` in mutation.toml) are left out of the count: "
+                "their hand-made mutants measure them.",
+            ]
         for s in r.survivors:
             verdict = f"equivalent: {s.reason}" if s.reason else f"LEFT ({s.status})"
             lines += ["", f"- `{s.name}`: {verdict}", "", "```diff", s.diff, "```"]
