@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from exectrack._model import RunStatus
+from exectrack._model import RunStatus, us_to_datetime
 from exectrack.errors import InvalidArgumentError
 from exectrack.stores import FinishRun, NewRun, RunFilter
 
@@ -71,8 +71,13 @@ CHAT_ALL = {
 
 @pytest.mark.parametrize(
     "flt",
-    [RunFilter(session_id="s1"), RunFilter(source_ref="r1"), RunFilter(sources=("chat",))],
-    ids=["session", "ref", "bounds-cut-a-slot"],
+    [
+        RunFilter(session_id="s1"),
+        RunFilter(source_ref="r1"),
+        RunFilter(sources=("chat",)),
+        RunFilter(session_id="s1", source_ref="r1"),
+    ],
+    ids=["session", "ref", "bounds-cut-a-slot", "session-and-ref"],
 )
 def test_the_runs_path_gives_every_figure(target: Target, flt: RunFilter) -> None:
     """A session, a ref, or a bound (10.5 ms) that cuts a histogram slot: read from
@@ -193,3 +198,30 @@ def test_latest_runs_of_plain_scopes_and_of_filters(target: Target) -> None:
     )
     assert [r and r.id for r in mixed] == ["c15", "s-queued"]
     assert target.store.latest_runs([]) == []
+
+
+def test_latest_runs_of_windows_and_of_several_sources(target: Target) -> None:
+    """A time window or several sources is more than a plain scope: each is honoured
+    (PostgreSQL's LATERAL form would ignore them)."""
+    _write(target)
+    got = target.store.latest_runs(
+        [
+            RunFilter(sources=("chat",), started_before=us_to_datetime(T0 + 50)),
+            RunFilter(sources=("skill",), started_after=us_to_datetime(T0 + 40)),
+            RunFilter(sources=("skill",), started_after=us_to_datetime(T0 + 60)),
+            RunFilter(sources=("skill", "chat")),
+        ]
+    )
+    assert [r and r.id for r in got] == ["c19", "s-queued", None, "c-open"]
+    only_more = target.store.latest_runs([RunFilter(statuses=(RunStatus.SUCCESS,))])
+    assert [r and r.id for r in only_more] == ["c19"]
+
+
+def test_the_runs_path_for_a_source_with_no_finished_run(target: Target) -> None:
+    """No duration: no quantiles (an empty mapping) and empty buckets."""
+    target.store.create(NewRun("q", "skill", T0, session_id="s9", status=RunStatus.QUEUED))
+    (skill,) = target.store.aggregate(
+        RunFilter(session_id="s9"), quantiles=(0.5,), bounds=(10.5, 20.0)
+    )
+    assert (skill.quantiles, skill.buckets, skill.duration_count) == ({}, (0, 0), 0)
+    assert skill.by_status == {RunStatus.QUEUED: 1}
