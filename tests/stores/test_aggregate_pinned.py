@@ -204,15 +204,19 @@ def test_latest_runs_of_windows_and_of_several_sources(target: Target) -> None:
     """A time window or several sources is more than a plain scope: each is honoured
     (PostgreSQL's LATERAL form would ignore them)."""
     _write(target)
-    got = target.store.latest_runs(
-        [
-            RunFilter(sources=("chat",), started_before=us_to_datetime(T0 + 50)),
-            RunFilter(sources=("skill",), started_after=us_to_datetime(T0 + 40)),
-            RunFilter(sources=("skill",), started_after=us_to_datetime(T0 + 60)),
-            RunFilter(sources=("skill", "chat")),
-        ]
-    )
-    assert [r and r.id for r in got] == ["c19", "s-queued", None, "c-open"]
+    filters = [
+        RunFilter(sources=("chat",), started_before=us_to_datetime(T0 + 50)),
+        RunFilter(sources=("skill",), started_after=us_to_datetime(T0 + 40)),
+        RunFilter(sources=("skill",), started_after=us_to_datetime(T0 + 60)),
+        RunFilter(sources=("skill", "chat")),
+    ]
+    want = ["c19", "s-queued", None, "c-open"]
+    got = target.store.latest_runs(filters)
+    assert [r and r.id for r in got] == want
+    # alone, each beside a plain scope: a batch of plain scopes takes the LATERAL form
+    for flt, wanted in zip(filters, want, strict=True):
+        alone = target.store.latest_runs([flt, RunFilter(sources=("chat",))])
+        assert [r and r.id for r in alone] == [wanted, "c-open"]
     only_more = target.store.latest_runs([RunFilter(statuses=(RunStatus.SUCCESS,))])
     assert [r and r.id for r in only_more] == ["c19"]
 
@@ -225,3 +229,9 @@ def test_the_runs_path_for_a_source_with_no_finished_run(target: Target) -> None
     )
     assert (skill.quantiles, skill.buckets, skill.duration_count) == ({}, (0, 0), 0)
     assert skill.by_status == {RunStatus.QUEUED: 1}
+
+
+def test_the_runs_path_without_quantiles(target: Target) -> None:
+    _write(target)
+    (chat,) = target.store.aggregate(RunFilter(session_id="s1"), bounds=(10.5,))
+    assert (chat.quantiles, chat.buckets, chat.duration_count) == ({}, (5,), 20)
