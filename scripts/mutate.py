@@ -238,9 +238,35 @@ def killed_by_handmade(config: dict[str, Any], name: str, line: str) -> str | No
     return None
 
 
+def unselectable_ids(tests: list[str]) -> list[str]:
+    """The test ids among ``tests`` that mutmut cannot hand back to pytest: in its
+    forked workers pytest finds no test by an id with a backslash (or outside ASCII),
+    exits with a usage error, and mutmut counts the mutant a timeout, that is killed.
+    tests/conftest.py gives text parameters plain ids; an explicit ``ids=`` may not."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [
+        line for line in out.stdout.splitlines() if "::" in line and not _PLAIN_ID.fullmatch(line)
+    ]
+
+
+_PLAIN_ID = re.compile(r"[\x20-\x5b\x5d-\x7e]*")  # printable ASCII but the backslash
+
+
 def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bool) -> ModuleReport:
     start = time.monotonic()
     tests = list(config["modules"][module]["tests"])
+    bad = unselectable_ids(tests)
+    if bad:
+        sys.exit(
+            f"{module}: {len(bad)} test ids mutmut cannot select (every mutant they reach "
+            f"would count as a timeout), e.g. {bad[0]!r}: give them plain ids"
+        )
     debug = bool(config["modules"][module].get("debug", True))  # mutation.toml
     work = prepare(module, tests, fresh=fresh, debug=debug)
     log = work / "mutmut.log"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +53,15 @@ def sync_tracker(db_url: str) -> Iterator[ExecutionTracker]:
     t = ExecutionTracker(db_url, strict=True, durability="sync")
     yield t
     t.close()
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.%@+=-]+")
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: Any, argname: str) -> str | None:
+    """A text parameter that pytest would show escaped (a backslash, a control or
+    non-ASCII character) gets a plain id instead: mutmut hands test ids back to
+    pytest, which cannot find such ids (scripts/mutate.py refuses them)."""
+    if isinstance(val, str) and not (val.isascii() and val.isprintable() and "\\" not in val):
+        return _ID_UNSAFE.sub("_", val)[:40] or "_"
+    return None
