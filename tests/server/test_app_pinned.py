@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+import exectrack
 from exectrack import InvalidArgumentError, RunStatus, __version__
 from exectrack.server import create_app
 from exectrack.stores._sql import SqlStore
@@ -34,13 +35,18 @@ def _schema(client_for: Client, store: SqlStore, **kwargs: Any) -> dict[str, Any
     return schema
 
 
-def test_schema_metadata(client_for: Client, store: SqlStore) -> None:
+def test_schema_metadata(
+    client_for: Client, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Title, description and exectrack's own version (read when the app is made)."""
     info = _schema(client_for, store, token="")["info"]
     assert info == {
         "title": "exectrack runs",
         "version": __version__,
         "description": "Read-only HTTP API of the exectrack runs panel.",
     }
+    monkeypatch.setattr(exectrack, "__version__", "9.8.7")
+    assert _schema(client_for, store, token="")["info"]["version"] == "9.8.7"
 
 
 def test_schema_says_latest_and_changes_are_not_run_ids(
