@@ -11,8 +11,10 @@ WORKERS ?= auto
 PYTEST_ARGS ?=
 # make mutate MODULES="src/exectrack/query.py"   (default: every module in mutation.toml)
 # make mutate BASE=main                         (only the core modules changed since main)
+# make mutate FRESH=1                           (forget earlier results: after adding tests)
 MODULES ?=
 BASE ?=
+FRESH ?=
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -49,7 +51,7 @@ bench: $(STAMP)
 # Mutation testing (mutmut + hand-made mutants), one module at a time; slow, not in CI.
 # The report lands in .mutmut/report.md.
 mutate: $(STAMP)
-	$(PY) scripts/mutate.py $(MODULES) $(if $(BASE),--changed $(BASE))
+	$(PY) scripts/mutate.py $(MODULES) $(if $(BASE),--changed $(BASE)) $(if $(FRESH),--fresh)
 
 handmade: $(STAMP)
 	$(PY) scripts/handmade_mutants.py $(MODULES)
