@@ -249,3 +249,14 @@ def test_unreadable_metadata_is_said_and_never_raises() -> None:
         ("unreadable metadata", "items exploded")
     ]
     assert normalize_metadata(_Unreadable(a=1)) == expected
+
+
+def test_a_limit_below_the_marker_keeps_no_text() -> None:
+    """Under a limit shorter than the marker nothing of the text is kept, redacted or
+    not: the marker alone says it was cut."""
+    text = "abcdefghijklmnopqrstuvwxyz"
+    for limit in (1, 5, len(TRUNCATED_TEXT)):
+        assert clean_text(text, limit) == TRUNCATED_TEXT
+        assert clean_text(text, limit, redact=True) == TRUNCATED_TEXT
+    assert clean_text(text, len(TRUNCATED_TEXT) + 2) == "ab" + TRUNCATED_TEXT
+
