@@ -259,4 +259,3 @@ def test_a_limit_below_the_marker_keeps_no_text() -> None:
         assert clean_text(text, limit) == TRUNCATED_TEXT
         assert clean_text(text, limit, redact=True) == TRUNCATED_TEXT
     assert clean_text(text, len(TRUNCATED_TEXT) + 2) == "ab" + TRUNCATED_TEXT
-
