@@ -21,6 +21,7 @@ from exectrack import RunFilter, RunStatus
 from exectrack import query as q
 from exectrack.monitor import reap_once
 from exectrack.stores import open_store
+from forking import arm_child_watchdog, wait_child
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
 
@@ -259,6 +260,7 @@ def test_forked_child_exit_leaves_the_parents_runs_alone(db_url: str) -> None:
     parents = [t.start("worker", f"parent-{i}") for i in range(3)]
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
+        arm_child_watchdog()
         code = 1
         try:
             t.start("worker", "child").finish_success()
@@ -266,8 +268,7 @@ def test_forked_child_exit_leaves_the_parents_runs_alone(db_url: str) -> None:
             code = 0 if shutdown_all(5) == 1 else 2
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
     runs = {r.source_ref: (r.status, r.error_code) for r in t.list_runs().runs}
     assert runs == {
         **{f"parent-{i}": (RunStatus.RUNNING, None) for i in range(3)},

@@ -15,6 +15,7 @@ import pytest
 from exectrack import ExecutionTracker, RunStatus
 from exectrack.stores import open_store
 from exectrack.testing import FailingStore, FakeClock
+from forking import arm_child_watchdog, wait_child
 
 # Far from the wall clock: a monitor that read the wall clock instead of the tracker's
 # would see every deadline below as long past.
@@ -121,6 +122,7 @@ def test_forked_child_heartbeats_its_own_runs(db_url: str) -> None:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
+        arm_child_watchdog()
         code = 1
         try:
             monitor = tracker.monitor
@@ -141,10 +143,9 @@ def test_forked_child_heartbeats_its_own_runs(db_url: str) -> None:
             sys.stdout.flush()
             os._exit(code)
     os.close(write_fd)
+    assert wait_child(pid) == 0  # the report is a few bytes: it waits in the pipe
     with os.fdopen(read_fd) as pipe:
         alive, beat, child_id = pipe.read().split(",")
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
     assert (alive, beat) == ("True", "True")
     child = tracker.get_run(child_id)
     assert child.heartbeat_at > child.started_at  # type: ignore[operator]

@@ -17,6 +17,7 @@ import pytest
 from exectrack import ExecutionTracker, RunStatus
 from exectrack.stores import ApplyResult, Command, open_store
 from exectrack.testing import FailingStore
+from forking import arm_child_watchdog, wait_child
 
 
 class GatedStore(FailingStore):
@@ -172,8 +173,12 @@ def test_forked_child_gets_its_own_writer(db_url: str) -> None:
     parent_handles = [t.start("skill", f"parent-{i}") for i in range(10)]
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
+        arm_child_watchdog()
         code = 1
         try:
+            # the parent's writer may have held the old gate's lock at fork(): a lock
+            # another thread held stays held forever in the child, so use a new gate
+            store.gate = threading.Event()
             store.gate.set()
             for i in range(5):
                 t.start("skill", f"child-{i}").finish_success()
@@ -182,8 +187,7 @@ def test_forked_child_gets_its_own_writer(db_url: str) -> None:
             code = 0 if ok and refs == [f"child-{i}" for i in range(5)] else 3
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
     for h in parent_handles:
         h.finish_success()
     store.gate.set()
