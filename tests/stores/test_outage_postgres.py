@@ -104,18 +104,20 @@ def test_finishes_queued_during_an_outage_land_with_their_status(
 
 
 def test_a_slow_sync_failure_opens_the_breaker_until_a_probe_answers(outage: Outage) -> None:
-    """durability="sync": the first write waits for the pool (0.5 s) and fails, which
+    """durability="sync": the first write that waits for the pool (0.5 s) and fails
     opens the breaker: later writes skip the store at once (counted as dropped) instead
-    of each waiting; the background probe closes it when the server is back."""
+    of each waiting; the background probe closes it when the server is back. (The pool
+    may first hand out its killed connection: that write fails fast and opens nothing.)"""
     store = FailingStore(open_store(outage.url), fail=set())
     t = ExecutionTracker(store, strict=False, durability="sync")
     t.start("skill", "committed").finish_success()
     outage.begin()
     for _ in range(100):
         t.start("skill", "skipped").finish_success()
-    assert store.calls["create"] == 2  # the committed run's, then the one that failed
+    failed = store.calls["create"] - 1  # the committed run's create came first
+    assert failed in (1, 2), store.calls  # [a fast failure, then] the slow one
     stats = t.stats()
-    assert stats.unavailable and stats.dropped == 99
+    assert stats.unavailable and stats.dropped == 100 - failed
     outage.end()
     wait_until(lambda: not t.stats().unavailable, "the probe saw the server back")
     assert t.start("skill", "after").finish_success().applied
