@@ -5,6 +5,7 @@ the multi-process concurrency and fault runs of the write path."""
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
 import queue
@@ -24,6 +25,7 @@ from exectrack._model import now_us
 from exectrack.errors import ConfigError, StoreUnavailableError
 from exectrack.stores import ApplyResult, FinishResult, FinishRun, NewRun, _pgconn, open_store
 from exectrack.stores.postgres import INSTALL_HINT, MIGRATIONS, PostgresStore
+from forking import arm_child_watchdog, wait_child
 
 from .conftest import PostgresServer, with_options
 
@@ -242,6 +244,44 @@ def test_connection_lost_inside_a_transaction_is_store_unavailable(pg: PostgresS
 # -- fork ------------------------------------------------------------------------------------------
 
 
+def test_a_forked_child_logs_the_pools_messages_while_a_parent_thread_was_logging(
+    pg: PostgresServer,
+) -> None:
+    """The filter that lets each of the pool's messages through once takes a lock; a
+    pool thread of the parent may hold it at fork() (it logs each failed reconnect),
+    and a lock held at fork stays held forever in the child: the child gets its own,
+    or its own pool's first message would hang it."""
+    _, url = pg.new_schema()
+    store = PostgresStore(url)
+    store.create(new("parent"))  # the pool, and its log filter, exist
+    assert _pgconn._FILTER is not None
+    held, release = threading.Event(), threading.Event()
+
+    def logging_thread() -> None:
+        with _pgconn._FILTER._lock:  # type: ignore[union-attr]
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=logging_thread)
+    thread.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child process
+        arm_child_watchdog(20)
+        code = 1
+        try:
+            pool_log = logging.getLogger("psycopg.pool")
+            pool_log.warning("error connecting in %r: refused", "exectrack")
+            code = 0
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert wait_child(pid) == 0
+    store.close()
+
+
 def test_forked_child_never_touches_the_parents_connections(pg: PostgresServer) -> None:
     """A forked child uses its own connections; the parent's survive the child entirely."""
     schema, url = pg.new_schema()
@@ -252,6 +292,7 @@ def test_forked_child_never_touches_the_parents_connections(pg: PostgresServer) 
         parents = pg.backends(schema)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child process
+            arm_child_watchdog()
             code = 1
             try:
                 gc.collect()  # the parent's pool, dropped at fork, is collected here
@@ -263,8 +304,7 @@ def test_forked_child_never_touches_the_parents_connections(pg: PostgresServer) 
                 code = 0
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert wait_child(pid) == 0
         assert parents <= pg.backends(schema)  # nothing of the parent's was closed
         with store._read() as cur:
             cur.execute("SELECT pg_backend_pid()")

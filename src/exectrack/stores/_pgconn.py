@@ -140,3 +140,13 @@ def quiet_pool_logs() -> None:
     if _FILTER is None:
         _FILTER = _OncePerMessage()
         logging.getLogger("psycopg.pool").addFilter(_FILTER)
+
+
+def _after_fork_in_child() -> None:
+    """A pool thread of the parent may have held the filter's lock at fork() (it logs
+    each failed reconnect): a lock held at fork stays held forever in the child."""
+    if _FILTER is not None:
+        _FILTER._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
