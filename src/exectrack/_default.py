@@ -71,3 +71,13 @@ def set_tracker(tracker: ExecutionTracker | None) -> ExecutionTracker | None:
     with _lock:
         previous, _tracker, _broken = _tracker, tracker, None
     return previous
+
+
+def _after_fork_in_child() -> None:
+    """Another thread may have been building the default tracker (holding the lock)
+    at fork(): a lock held at fork stays held forever in the child."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from exectrack._log import get_logger
@@ -25,10 +27,16 @@ class Watchdog:
 
     def __init__(self, name: str = "exectrack-watchdog") -> None:
         self._name = name
+        self._seq = itertools.count()
+        self._init_state()
+        _watchdogs.add(self)
+
+    def _init_state(self) -> None:
+        """Empty, with no thread (also in a forked child: the parent's thread is gone,
+        its lock may be held forever, and its callbacks are the parent's)."""
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
-        self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -78,3 +86,14 @@ class Watchdog:
                 callback()
             except Exception:  # a timeout callback never kills the watchdog
                 log.exception("exectrack: a timeout callback failed")
+
+
+_watchdogs: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for watchdog in list(_watchdogs):
+        watchdog._init_state()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,115 @@
+"""Locks another thread holds at fork(): the child gets its own.
+
+A lock held by a thread at fork() stays held forever in the child, where that thread
+does not exist. Each test holds one of exectrack's process-wide locks in a thread of
+the parent while forking, and the child uses what that lock guards: it must finish
+(a hang is ended by the child's watchdog, which prints the child's stacks)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from exectrack import _default
+from exectrack.integrations._watchdog import Watchdog
+from forking import arm_child_watchdog, wait_child
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+
+
+@contextmanager
+def held_by_a_thread(lock: threading.Lock | threading.Condition) -> Iterator[None]:
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def fork_and_run(child: Callable[[], int]) -> int:
+    """``child()`` in a forked child; its exit code (``child``'s return value)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        arm_child_watchdog(20)
+        code = 1
+        try:
+            code = child()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def test_the_default_tracker_is_built_in_a_child_forked_while_a_thread_built_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread of the parent was building the default tracker (a slow store) when the
+    process forked: the child builds its own and records with it."""
+    monkeypatch.setenv("EXECTRACK_DATABASE_URL", f"sqlite:///{tmp_path / 'runs.db'}")
+    previous = _default.set_tracker(None)
+
+    def child() -> int:
+        tracker = _default.get_tracker()
+        run = tracker.start("skill", "child").finish_success()
+        return 0 if run.applied and tracker.flush(5) else 2
+
+    try:
+        with held_by_a_thread(_default._lock):
+            pid = fork_and_run(child)
+        assert wait_child(pid) == 0
+    finally:
+        built = _default.set_tracker(previous)
+        if built is not None:
+            built.close()
+
+
+def test_a_forked_childs_watchdog_has_its_own_lock_and_none_of_the_parents_callbacks(
+    tmp_path: Path,
+) -> None:
+    """The watchdog's thread held its lock at fork(): the child's watchdog still takes
+    new callbacks and calls them, and never calls the parent's (those time out the
+    parent's work, which the child does not run)."""
+    watchdog = Watchdog()
+    calls = tmp_path / "calls"
+
+    def call(who: str) -> Callable[[], None]:
+        def callback() -> None:
+            with calls.open("a") as f:
+                f.write(f"{who}:{os.getpid()}\n")
+
+        return callback
+
+    watchdog.schedule(time.monotonic() + 0.3, call("parent"))
+
+    def child() -> int:
+        done = threading.Event()
+        watchdog.schedule(time.monotonic() + 0.05, call("child"))
+        watchdog.schedule(time.monotonic() + 0.6, done.set)  # after the parent's time
+        return 0 if done.wait(10) else 2
+
+    with held_by_a_thread(watchdog._cond):
+        pid = fork_and_run(child)
+    assert wait_child(pid) == 0
+    deadline = time.monotonic() + 10
+    while not (calls.exists() and "parent" in calls.read_text()):
+        assert time.monotonic() < deadline, "the parent's callback never ran"
+        time.sleep(0.01)  # waiting for the parent's watchdog thread, not for time
+    lines = sorted(calls.read_text().splitlines())
+    assert lines == [f"child:{pid}", f"parent:{os.getpid()}"]
+    watchdog.stop()
