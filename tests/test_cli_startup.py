@@ -28,6 +28,7 @@ HEAVY = {
     "concurrent.futures",
     "ssl",
     "subprocess",
+    "socket",  # the host name of an owner id comes from os.uname()
     "secrets",  # (and hmac, OpenSSL's hashes) only for an owner id where /proc is missing
     "shutil",  # argparse's formatter imports it for the terminal width; exectrack.cli's not
     "psycopg",

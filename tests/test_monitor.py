@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -194,6 +195,7 @@ def test_owner_alive_rules(tmp_path: Path) -> None:
     import sys
 
     me = process_owner()
+    assert me.startswith(f"{socket.gethostname()}:{os.getpid()}:")  # socket's host name
     assert owner_alive(me) is True
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

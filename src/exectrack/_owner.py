@@ -8,7 +8,6 @@ An owner id is ``host:pid:token``. On Linux the token is the process start time 
 from __future__ import annotations
 
 import os
-import socket
 
 __all__ = ["generation", "owner_alive", "parse_owner", "process_owner", "start_token"]
 
@@ -16,6 +15,16 @@ _owner: str | None = None
 # Bumped in a forked child: a run opened under another generation is the parent's,
 # and nothing this process does may finish it.
 generation = 0
+
+
+def hostname() -> str:
+    """This host's name, as ``socket.gethostname()`` gives it (on POSIX both read
+    uname's node name; socket is imported only where there is no uname)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def start_token(pid: int) -> str | None:
@@ -38,7 +47,7 @@ def process_owner() -> str:
             import secrets  # here: it loads OpenSSL's hashes, and only this needs it
 
             token = "x" + secrets.token_hex(4)
-        _owner = f"{socket.gethostname()}:{pid}:{token}"
+        _owner = f"{hostname()}:{pid}:{token}"
     return _owner
 
 
@@ -58,7 +67,7 @@ def owner_alive(owner: str) -> bool | None:
     if parsed is None or os.name != "posix":
         return None
     host, pid, token = parsed
-    if host != socket.gethostname():
+    if host != hostname():
         return None
     try:
         os.kill(pid, 0)
