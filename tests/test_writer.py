@@ -103,6 +103,10 @@ def test_full_queue_never_waits_on_event_loop(db_url: str) -> None:
     """On an event-loop thread a full queue drops at once instead of blocking."""
     store = GatedStore(db_url)
     t = ExecutionTracker(store, strict=False, queue_size=5)
+    held = t.start("skill", "held")
+    # the writer holds that run's start alone at the gate (had it woken later, its
+    # first batch could have taken up to five runs of the loop's, and fewer would drop)
+    assert store.waiting.wait(5)
 
     @t.with_run("skill")
     async def work() -> None:
@@ -116,11 +120,13 @@ def test_full_queue_never_waits_on_event_loop(db_url: str) -> None:
 
     try:
         elapsed = asyncio.run(main())
-        # a dropped start leaves the run unrecorded, so its finish is never queued
-        assert t.stats().dropped >= 40 - 5 - 1
+        # five runs fill the queue (each finish folds into its queued start); a
+        # dropped start leaves the run unrecorded, so its finish is never queued
+        assert t.stats().dropped == 40 - 5
         assert elapsed < 0.1 * 3  # a single bounded wait would take 0.1 s
     finally:
         store.gate.set()
+        held.finish_success()
         t.close()
 
 
