@@ -42,6 +42,7 @@ HEAVY = {
     "exectrack._wrap",
     "exectrack._default",
     "exectrack._redact",
+    "exectrack.stores._records",  # the write commands: the CLI's reaper writes in SQL
     "exectrack.server",
     # the parsers of the other commands: only the command line's own path is built
     "exectrack._cli_serve",
@@ -157,6 +158,7 @@ READ_COMMANDS = [
     ["runs", "stats"],
     ["report"],
     ["reap", "--dry-run"],
+    ["reap"],  # writes only in SQL: no write command is created
 ]
 
 
@@ -183,12 +185,12 @@ def test_cli_read_commands_stay_light(db: str, argv: list[str]) -> None:
     assert out.strip()
     assert _loaded(got["modules"], HEAVY) == set()
     # the query layer's result records load only for the commands that return them
-    results = argv[:2] in (["runs", "stats"], ["report"])
-    assert ("exectrack._results" in got["modules"]) == results
-    # the store's write commands and other results load only for the commands that
-    # reap or summarize (reading runs creates none of them)
-    records = argv[:1] in (["report"], ["reap"])
-    assert ("exectrack.stores._records" in got["modules"]) == records
+    assert ("exectrack._results" in got["modules"]) == (argv[:2] == ["runs", "stats"])
+    assert ("exectrack._report" in got["modules"]) == (argv[:1] == ["report"])
+    # the store's summaries load only for the commands that reap or summarize (reading
+    # runs creates none of them); its write commands for none (HEAVY)
+    summaries = argv[:1] in (["report"], ["reap"])
+    assert ("exectrack.stores._summaries" in got["modules"]) == summaries
 
 
 @pytest.mark.parametrize("columns", [None, "", "0", "-3", "abc", "37", "200"])

@@ -479,10 +479,27 @@ def test_source_stats_top_errors_default_to_five(t: ExecutionTracker) -> None:
 
 
 def test_result_records_are_loaded_on_first_use_as_the_same_classes() -> None:
-    from exectrack import _results
+    from exectrack import _report, _results
 
-    for name in ("Changes", "Report", "RunStats", "SourceReport", "SourceStats"):
+    for name in ("Changes", "RunStats", "SourceStats"):
         assert getattr(q, name) is getattr(_results, name)
+    for name in ("Report", "SourceReport"):
+        assert getattr(q, name) is getattr(_report, name)
     with pytest.raises(AttributeError) as err:
         q.RunStatz  # type: ignore[attr-defined]  # noqa: B018
     assert str(err.value) == "module 'exectrack.query' has no attribute 'RunStatz'"
+
+
+def test_store_records_are_loaded_on_first_use_as_the_same_classes() -> None:
+    from exectrack import stores
+    from exectrack.stores import _records, _summaries
+
+    for name in ("ApplyResult", "Command", "FinishResult", "FinishRun", "MarkRunning"):
+        assert getattr(stores, name) is getattr(_records, name)
+    assert stores.NewRun is _records.NewRun
+    for name in ("Reaped", "SourceAggregate", "SourceSummary"):
+        assert getattr(stores, name) is getattr(_summaries, name)
+    assert set(stores.__all__) >= {*_records.__all__, *_summaries.__all__}
+    with pytest.raises(AttributeError) as err:
+        stores.NewRunz  # type: ignore[attr-defined]  # noqa: B018
+    assert str(err.value) == "module 'exectrack.stores' has no attribute 'NewRunz'"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from exectrack._model import Run
 
 if TYPE_CHECKING:
-    from exectrack._results import Report
+    from exectrack._report import Report
 
 __all__ = [
     "REF_WIDTH",

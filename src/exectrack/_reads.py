@@ -13,7 +13,8 @@ from exectrack.stores import Page, Reaped, Store
 
 if TYPE_CHECKING:
     from exectrack._clock import Clock
-    from exectrack._results import Changes, Report, RunStats
+    from exectrack._report import Report
+    from exectrack._results import Changes, RunStats
 
 __all__ = ["TrackerReads"]
 

@@ -25,7 +25,7 @@ from exectrack._model import datetime_to_us, now_us
 from exectrack._owner import owner_alive
 from exectrack._threads import quiet
 from exectrack.stores._base import Store
-from exectrack.stores._records import Reaped
+from exectrack.stores._summaries import Reaped
 
 if TYPE_CHECKING:
     from exectrack._tracker import ExecutionTracker

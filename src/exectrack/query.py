@@ -20,7 +20,8 @@ from exectrack.errors import InvalidArgumentError
 from exectrack.stores._base import Page, RunFilter, Store
 
 if TYPE_CHECKING:
-    from exectrack._results import Changes, Report, RunStats, SourceReport, SourceStats
+    from exectrack._report import Report, SourceReport
+    from exectrack._results import Changes, RunStats, SourceStats
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -45,7 +46,8 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 1000
-_RESULTS = frozenset({"Changes", "Report", "RunStats", "SourceReport", "SourceStats"})
+_RESULTS = frozenset({"Changes", "RunStats", "SourceStats"})
+_REPORT = frozenset({"Report", "SourceReport"})
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -295,7 +297,7 @@ def report(
 ) -> Report:
     """The hang-rate and consistency report, per source, over runs started since
     ``since`` (an ISO time or an age such as ``24h``; None: all runs)."""
-    from exectrack._results import Report, SourceReport
+    from exectrack._report import Report, SourceReport
 
     at = (now or datetime.now(UTC)).astimezone(UTC)
     start = None if since is None else parse_time(since, now=at)
@@ -329,10 +331,15 @@ def report(
 
 
 def __getattr__(name: str) -> Any:
-    """The result records load on first use (``exectrack._results``): a command that
-    only lists runs does not pay for creating them."""
+    """The result records load on first use (``exectrack._results``, the report's in
+    ``exectrack._report``): a command that only lists runs does not pay for creating
+    them, nor ``report`` for the others."""
     if name in _RESULTS:
         from exectrack import _results
 
         return getattr(_results, name)
+    if name in _REPORT:
+        from exectrack import _report
+
+        return getattr(_report, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,10 +20,8 @@ from exectrack.stores._records import (
     FinishResult,
     FinishRun,
     NewRun,
-    Reaped,
-    SourceAggregate,
-    SourceSummary,
 )
+from exectrack.stores._summaries import Reaped, SourceAggregate, SourceSummary
 
 __all__ = ["FailingStore", "FakeClock"]
 

@@ -17,10 +17,8 @@ if TYPE_CHECKING:
         FinishRun,
         MarkRunning,
         NewRun,
-        Reaped,
-        SourceAggregate,
-        SourceSummary,
     )
+    from exectrack.stores._summaries import Reaped, SourceAggregate, SourceSummary
 
 __all__ = [
     "ApplyResult",
@@ -95,14 +93,22 @@ def redact_url(url: str) -> str:
     return redact_text(url)
 
 
-_RECORDS = frozenset(__all__) - {"Page", "RunFilter", "Store", "open_store", "redact_url"}
+_SUMMARIES = frozenset({"Reaped", "SourceAggregate", "SourceSummary"})
+_RECORDS = (
+    frozenset(__all__) - {"Page", "RunFilter", "Store", "open_store", "redact_url"} - _SUMMARIES
+)
 
 
 def __getattr__(name: str) -> Any:
-    """The write commands and results load on first use (``stores/_records.py``): a
-    command that only reads runs does not pay for creating them."""
+    """The write commands and results (``stores/_records.py``) and the summaries
+    (``stores/_summaries.py``) load on first use: a command that only reads runs does
+    not pay for creating them, nor ``report`` for the write commands."""
     if name in _RECORDS:
         from exectrack.stores import _records
 
         return getattr(_records, name)
+    if name in _SUMMARIES:
+        from exectrack.stores import _summaries
+
+        return getattr(_summaries, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

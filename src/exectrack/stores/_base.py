@@ -3,7 +3,7 @@
 A store persists runs. It is synchronous and thread-safe; async callers reach it
 through the tracker's writer thread. Every engine passes the same contract suite
 (``tests/stores/test_contract.py``). The write commands and the other results that
-cross the protocol live in ``_records.py``.
+cross the protocol live in ``_records.py``, the summaries in ``_summaries.py``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ if TYPE_CHECKING:
         FinishResult,
         FinishRun,
         NewRun,
-        Reaped,
-        SourceAggregate,
-        SourceSummary,
     )
+    from exectrack.stores._summaries import Reaped, SourceAggregate, SourceSummary
 
 __all__ = ["Page", "RunFilter", "Store"]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from exectrack._model import RunStatus
 from exectrack.stores._dialect import Cursor, SqlDialect, sql
 
-if TYPE_CHECKING:  # loads on first reap (stores/_records.py): a CLI read never needs it
-    from exectrack.stores._records import Reaped
+if TYPE_CHECKING:  # loads on first reap (stores/_summaries.py): a CLI read never needs it
+    from exectrack.stores._summaries import Reaped
 
 __all__ = ["LivenessOps"]
 
@@ -87,7 +87,7 @@ class LivenessOps:
         """Finish, in one transaction, the open runs that (in this order) belong to a
         dead owner, are past ``deadline_at``, or are past ``lease_until`` (strictly
         before ``now``). ``dry_run``: report what would be finished, change nothing."""
-        from exectrack.stores._records import Reaped
+        from exectrack.stores._summaries import Reaped
 
         self._ensure_ready()
         ts = self.dialect.ts(now)

@@ -1,8 +1,8 @@
-"""The commands and results that cross the Store protocol, apart from the read path's
-``RunFilter`` and ``Page`` (``_base.py``).
+"""The write commands and their results that cross the Store protocol (the read path's
+``RunFilter`` and ``Page`` are in ``_base.py``, the summaries in ``_summaries.py``).
 
-Their own module, loaded on first use: a CLI read (``exectrack runs list``) never
-creates them, and each dataclass costs its start-up ~0.7 ms (bench/cli_startup.py).
+Their own module, loaded on first use: a CLI command never creates them, and each
+dataclass costs its start-up ~4 M instructions, ~0.8 ms (bench/cli_startup.py).
 Import them from ``exectrack.stores``.
 
 Write commands carry times as integer microseconds since the Unix epoch (UTC) and
@@ -22,9 +22,6 @@ __all__ = [
     "FinishRun",
     "MarkRunning",
     "NewRun",
-    "Reaped",
-    "SourceAggregate",
-    "SourceSummary",
 ]
 
 
@@ -117,57 +114,3 @@ class ApplyResult:
     started: int = 0
     finished: int = 0
     not_applied: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Reaped:
-    """A run the reaper finished (or, in a dry run, would finish), and why.
-
-    ``reason``: ``dead_owner`` (its process on this host is gone), ``deadline`` (past
-    ``deadline_at``) or ``lease_expired`` (no heartbeat within its lease).
-    """
-
-    run_id: str
-    source: str
-    source_ref: str | None
-    owner: str | None
-    status: RunStatus
-    error_code: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class SourceSummary:
-    """One source's figures for a report. Runs "in the window" started at or after its
-    start; ``open``, ``open_past_lease`` and ``oldest_open_at`` count every open run."""
-
-    source: str
-    by_status: dict[RunStatus, int]  # runs in the window, by status
-    error_codes: dict[str, int]  # runs in the window, by error code
-    open: int
-    open_past_lease: int
-    open_past_lease_in_window: int
-    oldest_open_at: int | None  # started_at (microseconds) of the oldest open run
-    p50_ms: float | None  # durations of the runs in the window that finished
-    p95_ms: float | None
-    first_item_p50_ms: float | None = None  # time to first item of the window's streams
-    first_item_p95_ms: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SourceAggregate:
-    """One source's figures over the runs matching a filter (``Store.aggregate``).
-
-    ``quantiles`` maps each quantile asked for to the nearest-rank duration of the
-    source's finished runs (absent when none has a duration). ``buckets[i]`` counts the
-    finished runs with ``duration_ms <= bounds[i]`` (cumulative, as Prometheus wants);
-    ``duration_count``/``duration_sum_ms`` cover every finished run with a duration.
-    """
-
-    source: str
-    by_status: dict[RunStatus, int]
-    error_codes: dict[str, int]
-    quantiles: dict[float, float] = field(default_factory=dict)
-    buckets: tuple[int, ...] = ()
-    duration_count: int = 0
-    duration_sum_ms: float = 0.0

@@ -22,8 +22,8 @@ from exectrack.stores._rollup import (
 )
 from exectrack.stores._sqlread import ReadOps
 
-if TYPE_CHECKING:  # loads on first use (stores/_records.py): a CLI read never needs it
-    from exectrack.stores._records import SourceAggregate
+if TYPE_CHECKING:  # loads on first use (stores/_summaries.py): a CLI read never needs it
+    from exectrack.stores._summaries import SourceAggregate
 
 __all__ = ["AggregateOps"]
 
@@ -93,7 +93,7 @@ class AggregateOps(ReadOps):
         runs up to ``exact_quantiles`` finished runs (or with a status filter, which
         the histograms do not split by), from the histograms beyond; buckets from the
         histograms (``edges``: each bound's slot)."""
-        from exectrack.stores._records import SourceAggregate
+        from exectrack.stores._summaries import SourceAggregate
 
         window = Window.of(*window_of(flt))
         with self._read() as cur:
@@ -142,7 +142,7 @@ class AggregateOps(ReadOps):
     ) -> list[SourceAggregate]:
         """``aggregate`` read from the runs themselves (filters the rollups cannot
         answer: a session, ref, parent, text, or bucket bounds that cut slots)."""
-        from exectrack.stores._records import SourceAggregate
+        from exectrack.stores._summaries import SourceAggregate
 
         d = self.dialect
         where, params = self._where(flt)

@@ -23,8 +23,8 @@ from exectrack.stores._rollup import (
     window_of,
 )
 
-if TYPE_CHECKING:  # loads on first use (stores/_records.py): a CLI read never needs it
-    from exectrack.stores._records import SourceSummary
+if TYPE_CHECKING:  # loads on first use (stores/_summaries.py): a CLI read never needs it
+    from exectrack.stores._summaries import SourceSummary
 
 __all__ = ["ReadOps"]
 
@@ -200,7 +200,7 @@ class ReadOps(RollupOps):
         """Per-source figures for the hang-rate report: counts from the rollups, open
         runs from their index, percentiles exactly while the window holds at most
         ``exact_quantiles`` finished runs, from the histograms beyond."""
-        from exectrack.stores._records import SourceSummary
+        from exectrack.stores._summaries import SourceSummary
 
         self._ensure_ready()
         d = self.dialect

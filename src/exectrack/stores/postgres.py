@@ -66,9 +66,9 @@ from exectrack.stores._records import (
     FinishResult,
     FinishRun,
     NewRun,
-    SourceAggregate,
 )
 from exectrack.stores._sql import Cursor, Migration, SqlDialect, SqlStore, json_loads_object
+from exectrack.stores._summaries import SourceAggregate
 from exectrack.stores._text import PG_TEXT_INDEXES, postgres_text_index, postgres_text_term
 
 if TYPE_CHECKING:
