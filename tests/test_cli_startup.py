@@ -29,6 +29,7 @@ HEAVY = {
     "ssl",
     "subprocess",
     "socket",  # the host name of an owner id comes from os.uname()
+    "pathlib",  # a database path is expanded and made a URI by stores.sqlite itself
     "secrets",  # (and hmac, OpenSSL's hashes) only for an owner id where /proc is missing
     "shutil",  # argparse's formatter imports it for the terminal width; exectrack.cli's not
     "psycopg",

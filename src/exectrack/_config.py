@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from exectrack._echo import echo
 from exectrack._log import get_logger
 from exectrack.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Durability", "Settings", "default_database_path", "parse_bool"]
 
@@ -51,6 +53,8 @@ def parse_bool(name: str, raw: str | None, default: bool) -> bool:
 
 def default_database_path() -> Path:
     """A file in the user's data directory (XDG on Linux, the platform's elsewhere)."""
+    from pathlib import Path  # here: a command given a database never needs it
+
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":

@@ -32,7 +32,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from exectrack import __version__, query
@@ -586,7 +585,7 @@ def _require_existing(store: Store) -> None:
     """Reads never create a database: a typo in a path is an error, not an empty result."""
     from exectrack.stores.sqlite import SQLiteStore
 
-    if isinstance(store, SQLiteStore) and not store.memory and not Path(store.path).exists():
+    if isinstance(store, SQLiteStore) and not store.memory and not os.path.exists(store.path):
         store.close()
         raise ConfigError(
             f"no database at {store.path} (check --database or EXECTRACK_DATABASE_URL; "

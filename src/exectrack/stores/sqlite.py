@@ -26,10 +26,9 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote_from_bytes, unquote, urlsplit
 
 from exectrack._echo import echo, echo_url
 from exectrack._log import get_logger
@@ -146,6 +145,43 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+def expand_path(path: str) -> str:
+    """``str(pathlib.Path(path).expanduser())``, without importing pathlib on POSIX (a
+    CLI command paid 17 M instructions for it): no empty or ``.`` parts, no trailing
+    slash, two leading slashes kept (POSIX leaves them to the system), ``~`` and
+    ``~user`` expanded (RuntimeError when they cannot be)."""
+    if os.name != "posix":  # pragma: no cover - drives, other separators
+        from pathlib import Path
+
+        return str(Path(path).expanduser())
+    root, names = _split(path)
+    if not root and names and names[0][:1] == "~":
+        home = os.path.expanduser(names[0])
+        if home[:1] == "~":
+            raise RuntimeError("Could not determine home directory.")
+        root, head = _split(home)
+        names = head + names[1:]
+    return root + "/".join(names) or "."
+
+
+def _split(path: str) -> tuple[str, list[str]]:
+    """(root, names) as pathlib parses a POSIX path."""
+    stripped = path.lstrip("/")
+    slashes = len(path) - len(stripped)
+    root = "//" if slashes == 2 else "/" if slashes else ""
+    return root, [name for name in stripped.split("/") if name and name != "."]
+
+
+def file_uri(path: str) -> str:
+    """``pathlib.Path(path).as_uri()`` of an absolute, normalised path, without
+    importing pathlib on POSIX."""
+    if os.name != "posix":  # pragma: no cover
+        from pathlib import Path
+
+        return Path(path).as_uri()
+    return "file://" + quote_from_bytes(os.fsencode(path))
+
+
 class SQLiteStore(SqlStore):
     dialect = _DIALECT
     migrations = MIGRATIONS
@@ -171,7 +207,7 @@ class SQLiteStore(SqlStore):
             )
         self.memory = path == ":memory:"
         try:
-            self.path = path if self.memory else str(Path(path).expanduser())
+            self.path = path if self.memory else expand_path(path)
             # Connections and the file check use the absolute path: a later chdir in
             # the host never points the store at another file.
             self._file = self.path if self.memory else os.path.abspath(self.path)
@@ -268,10 +304,10 @@ class SQLiteStore(SqlStore):
     def _open(self) -> sqlite3.Connection:
         changes = self._migrates and not self.memory  # may create the file and set WAL
         if changes:
-            Path(self._file).parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(self._file), exist_ok=True)
         target, uri = self._file, False
         if not self._migrates and not self.memory:
-            target, uri = Path(self._file).as_uri() + "?mode=rw", True  # never creates it
+            target, uri = file_uri(self._file) + "?mode=rw", True  # never creates it
         conn = sqlite3.connect(
             target,
             timeout=self._busy_timeout_ms / 1000,
