@@ -10,50 +10,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from exectrack import _default
 from exectrack.integrations._watchdog import Watchdog
-from forking import arm_child_watchdog, wait_child
+from forking import fork_and_run, held_by_a_thread, wait_child
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-
-
-@contextmanager
-def held_by_a_thread(lock: threading.Lock | threading.Condition) -> Iterator[None]:
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert held.wait(5)
-    try:
-        yield
-    finally:
-        release.set()
-        thread.join(10)
-        assert not thread.is_alive()
-
-
-def fork_and_run(child: Callable[[], int]) -> int:
-    """``child()`` in a forked child; its exit code (``child``'s return value)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        arm_child_watchdog(20)
-        code = 1
-        try:
-            code = child()
-        finally:
-            os._exit(code)
-    return pid
 
 
 def test_the_default_tracker_is_built_in_a_child_forked_while_a_thread_built_it(
@@ -71,7 +37,7 @@ def test_the_default_tracker_is_built_in_a_child_forked_while_a_thread_built_it(
 
     try:
         with held_by_a_thread(_default._lock):
-            pid = fork_and_run(child)
+            pid = fork_and_run(child, limit=20)
         assert wait_child(pid) == 0
     finally:
         built = _default.set_tracker(previous)
@@ -104,7 +70,7 @@ def test_a_forked_childs_watchdog_has_its_own_lock_and_none_of_the_parents_callb
         return 0 if done.wait(10) else 2
 
     with held_by_a_thread(watchdog._cond):
-        pid = fork_and_run(child)
+        pid = fork_and_run(child, limit=20)
     assert wait_child(pid) == 0
     deadline = time.monotonic() + 10
     while not (calls.exists() and "parent" in calls.read_text()):

@@ -4,10 +4,7 @@ preview where several rules match one run."""
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ import pytest
 from exectrack._model import RunStatus
 from exectrack.stores import FinishRun, MarkRunning, NewRun
 from exectrack.stores.sqlite import SQLiteStore
+from forking import fork_and_run, held_by_a_thread, wait_child
 
 from .conftest import Target
 from .test_contract import T0, everything
@@ -115,34 +113,9 @@ def test_a_forked_child_migrates_while_a_parent_thread_held_the_lock(tmp_path: P
     """fork() while another thread of the parent is migrating (holds the store's
     first-use lock): the child's first write gets a lock of its own, never waits."""
     store = SQLiteStore(tmp_path / "runs.db")
-    held, release = threading.Event(), threading.Event()
-
-    def migrating() -> None:
-        with store._ready_lock:
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=migrating)
-    thread.start()
-    assert held.wait(5)
-    pid = os.fork()
-    if pid == 0:  # the child: exit 0 once the write went through
-        code = 1
-        try:
-            code = 0 if store.create(NewRun("child", "skill", T0)) else 2
-        finally:
-            os._exit(code)
-    release.set()
-    thread.join(5)
-    assert not thread.is_alive()
-    deadline = time.monotonic() + 20
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the child waited on the lock its parent's thread held")
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(done[1]) == 0
+    with held_by_a_thread(store._ready_lock):
+        pid = fork_and_run(lambda: 0 if store.create(NewRun("child", "skill", T0)) else 2, 20)
+    assert wait_child(pid) == 0, "the child waited on the lock its parent's thread held"
     run = store.get("child")
     assert run is not None and run.status is RunStatus.RUNNING
     store.close()

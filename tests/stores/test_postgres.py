@@ -25,7 +25,7 @@ from exectrack._model import now_us
 from exectrack.errors import ConfigError, StoreUnavailableError
 from exectrack.stores import ApplyResult, FinishResult, FinishRun, NewRun, _pgconn, open_store
 from exectrack.stores.postgres import INSTALL_HINT, MIGRATIONS, PostgresStore
-from forking import arm_child_watchdog, wait_child
+from forking import arm_child_watchdog, fork_and_run, held_by_a_thread, wait_child
 
 from .conftest import PostgresServer, with_options
 
@@ -255,29 +255,14 @@ def test_a_forked_child_logs_the_pools_messages_while_a_parent_thread_was_loggin
     store = PostgresStore(url)
     store.create(new("parent"))  # the pool, and its log filter, exist
     assert _pgconn._FILTER is not None
-    held, release = threading.Event(), threading.Event()
 
-    def logging_thread() -> None:
-        with _pgconn._FILTER._lock:  # type: ignore[union-attr]
-            held.set()
-            release.wait(10)
+    def child() -> int:
+        pool_log = logging.getLogger("psycopg.pool")
+        pool_log.warning("error connecting in %r: refused", "exectrack")
+        return 0
 
-    thread = threading.Thread(target=logging_thread)
-    thread.start()
-    assert held.wait(5)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child process
-        arm_child_watchdog(20)
-        code = 1
-        try:
-            pool_log = logging.getLogger("psycopg.pool")
-            pool_log.warning("error connecting in %r: refused", "exectrack")
-            code = 0
-        finally:
-            os._exit(code)
-    release.set()
-    thread.join(10)
-    assert not thread.is_alive()
+    with held_by_a_thread(_pgconn._FILTER._lock):
+        pid = fork_and_run(child, limit=20)
     assert wait_child(pid) == 0
     store.close()
 
