@@ -27,6 +27,7 @@ def _write(target: Target) -> None:
         ("c2", "chat", 2, RunStatus.SUCCESS, 25.7, 4.56, None),
         ("c3", "chat", 3, RunStatus.ERROR, 33.3, None, "x"),
         ("h1", "heartbeat", 4, RunStatus.SUCCESS, 7.0, None, None),
+        ("t1", "tool", 6, RunStatus.SUCCESS, 5.0, None, None),  # none open
     ]
     for run_id, source, at, status, ms, first, code in finished:
         store.create(NewRun(run_id, source, T0 + at))
@@ -42,10 +43,12 @@ def _write(target: Target) -> None:
             )
         )
     # open: one in the window past its lease, one before it within its lease; a
-    # source whose only run is open, old and past its lease
+    # source whose only run is open, old and past its lease; one open within its lease
+    # (a source with open runs and none past its lease counts 0, not "none")
     store.create(NewRun("o1", "chat", T0 + 10, lease_until=T0 + 20))
     store.create(NewRun("o0", "chat", T0 - 1000, lease_until=T0 + 500))
     store.create(NewRun("s-old", "skill", T0 - 5000, lease_until=T0 + 10))
+    store.create(NewRun("h-open", "heartbeat", T0 + 5, lease_until=NOW + 1000))
 
 
 def _summaries(target: Target) -> dict[str, dict[str, Any]]:
@@ -82,14 +85,26 @@ def _expected(chat_marks: tuple[float, float, float, float]) -> dict[str, dict[s
             "first_item_p95_ms": f95,
         },
         "heartbeat": {
+            "by_status": {RunStatus.SUCCESS: 1, RunStatus.RUNNING: 1},
+            "error_codes": {},
+            "open": 1,
+            "open_past_lease": 0,
+            "open_past_lease_in_window": 0,
+            "oldest_open_at": T0 + 5,
+            "p50_ms": 7.0,
+            "p95_ms": 7.0,
+            "first_item_p50_ms": None,
+            "first_item_p95_ms": None,
+        },
+        "tool": {
             "by_status": {RunStatus.SUCCESS: 1},
             "error_codes": {},
             "open": 0,
             "open_past_lease": 0,
             "open_past_lease_in_window": 0,
             "oldest_open_at": None,
-            "p50_ms": 7.0,
-            "p95_ms": 7.0,
+            "p50_ms": 5.0,
+            "p95_ms": 5.0,
             "first_item_p50_ms": None,
             "first_item_p95_ms": None,
         },
@@ -118,13 +133,13 @@ def test_summary_with_exact_percentiles(target: Target) -> None:
 
 
 def test_summary_switches_to_histograms_past_the_limit(target: Target) -> None:
-    """The window holds 4 durations and 2 times to first item: 6 values. Up to 6
-    allowed the ranks are exact; at 5 (or 0) they come from the histograms, 7.0 being
-    its own slot."""
+    """The window holds 5 durations and 2 times to first item: 7 values. Up to 7
+    allowed the ranks are exact; at 6 (or 0) they come from the histograms, 7.0 and
+    5.0 being their own slots."""
     _write(target)
-    target.store.exact_quantiles = 6
+    target.store.exact_quantiles = 7
     assert _summaries(target) == _expected(EXACT)
-    target.store.exact_quantiles = 5
+    target.store.exact_quantiles = 6
     assert _summaries(target) == _expected(SLOTS)
     target.store.exact_quantiles = 0
     assert _summaries(target) == _expected(SLOTS)

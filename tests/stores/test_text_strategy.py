@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from exectrack.stores import NewRun
+from exectrack.stores import NewRun, RunFilter
 from exectrack.stores import _text as text_mod
 from exectrack.stores._text import _fts_and, _spread, sqlite_text_page, sqlite_text_term, trigrams
 from exectrack.stores.sqlite import SQLiteStore
@@ -178,3 +178,25 @@ def test_a_needle_of_common_trigrams_found_by_the_walk_never_asks_the_index(
     assert reader.page("abcxyz", 1) == ["r004"]
     assert reader.offsets() == [2, 5]
     assert reader.matches() == []
+
+
+def test_a_stores_text_page_is_read_in_steps_and_only_in_steps(
+    tmp_path: Path, small_steps: None
+) -> None:
+    """``list_runs`` with a text of three characters or more reads the page through the
+    steps above: the steps carry the other filters but not the text term (each step
+    applies it itself), and nothing reads the page again with a plain LIKE."""
+    path = tmp_path / "runs.db"
+    _refs(path, ["abcxyz-old", *["abcx cxyz"] * 6, "abcxyz-new", "other"])
+    store = SQLiteStore(path)
+    statements: list[str] = []
+    with store._read() as cur:  # this thread's connection, which list_runs reads on
+        cur.connection.set_trace_callback(statements.append)
+    runs = store.list_runs(RunFilter(text="abcxyz", sources=["skill"]), limit=5)
+    assert [r.id for r in runs] == ["r007", "r000"]
+    walks = [s for s in statements if "OFFSET" in s]
+    assert [int(s.rsplit("OFFSET ", 1)[1]) + 1 for s in walks] == [2, 5]
+    assert all("source IN ('skill')" in s and "LIKE" not in s for s in walks)
+    plain = [s for s in statements if "LIKE" in s and "(started_at, id)" not in s]
+    assert plain == [], plain  # the page after the last walk is bounded from below
+    store.close()

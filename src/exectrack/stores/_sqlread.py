@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from exectrack._model import Run, RunStatus, datetime_to_us, us_to_datetime
-from exectrack.errors import SchemaError
 from exectrack.stores._base import RunFilter
 from exectrack.stores._dialect import COLS, Cursor, SqlDialect, sql
 from exectrack.stores._rollup import (
@@ -170,9 +169,6 @@ class ReadOps(RollupOps):
         def ts(value: Any) -> datetime | None:
             return None if value is None else us_to_datetime(d.ts_out(value))
 
-        started = ts(row[6])
-        if started is None:  # pragma: no cover - NOT NULL in every schema
-            raise SchemaError("run without started_at")
         return Run(
             id=str(row[0]),
             source=row[1],
@@ -180,7 +176,7 @@ class ReadOps(RollupOps):
             session_id=row[3],
             parent_id=row[4],
             status=RunStatus(row[5]),
-            started_at=started,
+            started_at=us_to_datetime(d.ts_out(row[6])),  # NOT NULL in every schema
             finished_at=ts(row[7]),
             duration_ms=None if row[8] is None else float(row[8]),
             error_code=row[9],
@@ -224,8 +220,8 @@ class ReadOps(RollupOps):
                 [ts(now), ts(now), *([] if since is None else [ts(since)])],
             )
             for src, n, past, past_in, oldest in cur.fetchall():
-                first = None if oldest is None else d.ts_out(oldest)
-                opens[src] = (int(n), int(past or 0), int(past_in or 0), first)
+                # a group has one open run or more: MIN(started_at) is never NULL
+                opens[src] = (int(n), int(past or 0), int(past_in or 0), d.ts_out(oldest))
             finished = sum(c.durations + c.first_items for c in counts.values())
             rank: Callable[[str, str, float], float | None]
             if finished > self.exact_quantiles:
