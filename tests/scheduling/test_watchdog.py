@@ -113,3 +113,68 @@ def test_stop_drops_what_is_pending_ends_the_thread_and_a_later_schedule_restart
     assert calls == []
     assert watchdog._thread is not thread and watchdog._thread is not None
     watchdog.stop()
+
+
+def test_the_default_thread_is_named_and_never_keeps_the_process_alive() -> None:
+    watchdog = Watchdog()
+    watchdog.schedule(time.monotonic() + 60, lambda: None)
+    thread = watchdog._thread
+    assert thread is not None
+    assert (thread.name, thread.daemon) == ("exectrack-watchdog", True)
+    watchdog.stop()
+
+
+def test_a_callback_waits_for_its_deadline() -> None:
+    watchdog = Watchdog()
+    calls, record = _recorder()
+    now = time.monotonic()
+    watchdog.schedule(now + 60, record("later"))
+    assert _barrier(watchdog, now + 0.03).wait(10)
+    assert calls == []
+    watchdog.stop()
+
+
+def test_cancelling_the_only_pending_callback_and_unknown_keys_leaves_nothing_behind() -> None:
+    """A cancelled key is forgotten once its entry is dropped, and a key that is not
+    pending is never remembered: a long-lived scheduler's set stays empty."""
+    watchdog = Watchdog()
+    calls, record = _recorder()
+    now = time.monotonic()
+    only = watchdog.schedule(now + 0.02, record("cancelled"))
+    watchdog.cancel(only)
+    watchdog.cancel(only + 1000)
+    assert _barrier(watchdog, now + 0.04).wait(10)
+    assert calls == []
+    assert watchdog._cancelled == set()
+    watchdog.cancel(only + 1000)  # nothing pending at all
+    assert watchdog._cancelled == set()
+    watchdog.stop()
+
+
+def _idle(watchdog: Watchdog) -> None:
+    """Until the thread waits on an empty heap (polling its state, not the clock)."""
+    deadline = time.monotonic() + 10
+    while not watchdog._cond._waiters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the watchdog never went idle"
+        time.sleep(0.001)
+
+
+def test_an_idle_watchdog_woken_runs_only_the_new_callback() -> None:
+    """After its last callback the thread waits on an empty heap; a new schedule, a
+    cancel or a stop wakes it, and it runs nothing it already ran."""
+    watchdog = Watchdog()
+    calls, record = _recorder()
+    assert _barrier(watchdog, time.monotonic()).wait(10)
+    watchdog.schedule(time.monotonic(), record("first"))
+    _idle(watchdog)
+    done = _barrier(watchdog, time.monotonic() + 0.02)
+    watchdog.schedule(time.monotonic() + 0.01, record("second"))
+    assert done.wait(10)
+    _idle(watchdog)
+    assert calls == ["first", "second"]
+    watchdog.stop()
+    thread = watchdog._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+    assert calls == ["first", "second"]
