@@ -107,8 +107,9 @@ class HeartbeatService:
             self._legacy_table = table
             listeners.append(LegacyRecorder(table))
         bridge = attach(scheduler, self.tracker, listeners=listeners)
-        zone = self.timezone or getattr(scheduler, "timezone", None)
+        default_zone = self.timezone or getattr(scheduler, "timezone", None)
         for task in self.tasks:
+            zone = task.timezone or default_zone  # a task's own zone first
             bridge.set_policy(
                 task.id,
                 JobPolicy(
@@ -183,11 +184,12 @@ class HeartbeatService:
 
         loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
-        handled: list[signal.Signals] = []
+        handled: list[tuple[signal.Signals, Any]] = []  # with the handler it replaced
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
+                previous = signal.getsignal(sig)
                 loop.add_signal_handler(sig, stop.set)
-                handled.append(sig)
+                handled.append((sig, previous))
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
         scheduler = AsyncIOScheduler(**({"timezone": self.timezone} if self.timezone else {}))
@@ -211,6 +213,8 @@ class HeartbeatService:
                 )
             return left
         finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
+            for sig, previous in handled:
+                loop.remove_signal_handler(sig)  # which leaves the default action
+                if previous is not None:  # the host's handler (exectrack's, say) again
+                    signal.signal(sig, previous)
             self.close()
