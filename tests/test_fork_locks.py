@@ -79,3 +79,19 @@ def test_a_forked_childs_watchdog_has_its_own_lock_and_none_of_the_parents_callb
     lines = sorted(calls.read_text().splitlines())
     assert lines == [f"child:{pid}", f"parent:{os.getpid()}"]
     watchdog.stop()
+
+
+def test_a_forked_childs_first_record_while_a_parent_thread_installed_a_handler() -> None:
+    """A logger's first record takes the lock that installs the CLI's stderr handler;
+    a parent thread held it at fork(): the child's first record still goes out."""
+    from exectrack import _log
+
+    log = _log.get_logger("exectrack.test_fork")  # it has never logged
+
+    def child() -> int:
+        log.warning("from the child")
+        return 0
+
+    with held_by_a_thread(_log._lock):
+        pid = fork_and_run(child, limit=20)
+    assert wait_child(pid) == 0

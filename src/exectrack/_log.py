@@ -11,6 +11,7 @@ exectrack's first record.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -109,3 +110,13 @@ def _restore() -> None:
         undo, _pending, _undo = _undo, None, None
     if undo is not None:
         undo()
+
+
+def _after_fork_in_child() -> None:
+    """Every logger's first record takes the lock (to install the CLI's handler): a
+    thread of the parent may have held it at fork(), and then would forever."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
