@@ -236,6 +236,8 @@ def test_dual_stage_writes_both_and_they_agree(
     )
     scheduler = BackgroundScheduler(timezone="UTC")
     service.install(scheduler)
+    table = service._legacy_table  # the service's own connection to the legacy table
+    assert table is not None
     for job in scheduler.get_jobs():
         job.modify(next_run_time=datetime.now(UTC))
     scheduler.start()
@@ -244,6 +246,9 @@ def test_dual_stage_writes_both_and_they_agree(
     wait_until(lambda: legacy.count() == 3, "three legacy rows")
     jobs.release.set()
     service.shutdown(wait=True)
+    assert service._legacy_table is None
+    assert table._conn is None or table._conn.closed
+    service.shutdown()  # again: nothing left to close, no error
     rows = {r.task_id: r for page in legacy.iter_rows() for r in page}
     assert {k: r.status for k, r in rows.items()} == {
         "ok": "success",

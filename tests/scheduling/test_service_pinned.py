@@ -10,9 +10,11 @@ test_cli_heartbeat.py and test_legacy.py.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -319,3 +321,56 @@ def test_run_until_stopped_says_what_is_still_running_after_the_grace(
         "exectrack: 1 heartbeat execution(s) still running after 0 s; "
         "a thread cannot be stopped from outside"
     )
+
+
+def test_run_until_stopped_runs_in_the_services_zone_and_waits_out_the_grace(
+    tracker: ExecutionTracker,
+) -> None:
+    """Its AsyncIOScheduler takes the service's zone; an execution still running at
+    the stop is waited for (up to ``grace``, 10 s unless given) and then not counted."""
+    assert inspect.signature(HeartbeatService.run_until_stopped).parameters["grace"].default == 10
+    service = HeartbeatService(
+        [Task("a", jobs.blocks, interval=3600)], tracker=tracker, timezone="Asia/Tokyo"
+    )
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def started() -> None:
+            if service.running():
+                stop.set()  # and the execution ends a little later, within the grace
+                loop.call_later(0.1, jobs.release.set)
+            else:
+                loop.call_later(0.01, started)
+
+        loop.call_soon(
+            lambda: service.scheduler.get_job("a").modify(next_run_time=datetime.now(UTC))
+        )
+        loop.call_soon(started)
+        return await service.run_until_stopped(grace=30, stop=stop)
+
+    try:
+        assert asyncio.run(run()) == 0
+    finally:
+        jobs.release.set()
+    assert str(service.scheduler.timezone) == "Asia/Tokyo"
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_shutdown_waits_for_running_executions_unless_told_not_to(
+    tracker: ExecutionTracker, wait: bool
+) -> None:
+    service = HeartbeatService([Task("a", jobs.blocks, interval=3600)], tracker=tracker)
+    scheduler = service.start()
+    scheduler.get_job("a").modify(next_run_time=datetime.now(UTC))
+    _until(lambda: service.running() == 1, "the execution runs")
+    timer = threading.Timer(0.2, jobs.release.set)
+    timer.start()
+    if wait:
+        service.shutdown()  # the default waits
+    else:
+        service.shutdown(wait=False)
+    assert service.running() == (0 if wait else 1)
+    timer.join()
+    _until(lambda: service.running() == 0, "the execution ended")
