@@ -138,7 +138,9 @@ class Task:
     (doubling). ``max_concurrent`` is APScheduler's ``max_instances``: a due time
     that finds that many still running is recorded as ``skipped_overlap``.
     ``priority`` is recorded with every run (APScheduler has no priorities, so it
-    does not change the order of execution). Invalid fields raise TaskFileError."""
+    does not change the order of execution). ``timezone``: the zone of the task's
+    schedule (default: the service's, else the scheduler's; a task file sets one for
+    all its tasks). Invalid fields raise TaskFileError."""
 
     id: str
     target: Callable[..., Any] | str
