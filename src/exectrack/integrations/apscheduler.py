@@ -178,6 +178,9 @@ class SchedulerBridge:
         self._lock = threading.Lock()
         self._active: dict[str, list[_Active]] = {}
         self._coalesced: dict[tuple[str, datetime], int] = {}
+        # Each job's misfire grace as of its last submission: a miss is reported from
+        # the executor's thread, when the scheduler may have removed a one-off job.
+        self._graces: dict[str, float | None] = {}
         self._stopping = False
         self._warned: set[str] = set()
         self._watchdog = Watchdog()
@@ -275,9 +278,12 @@ class SchedulerBridge:
         if in_process and run_times:
             target = _JobView(job, self._tracked_func(job, run_times, coalesced))
         key = (job.id, run_times[-1]) if run_times else None
-        if coalesced and key is not None:
-            # Kept before submitting: the executor may report the miss before we return.
-            with self._lock:
+        # Kept before submitting: the executor may report the miss before we return.
+        with self._lock:
+            if job.id not in self._graces and len(self._graces) >= _STASH_CAP:
+                self._graces.pop(next(iter(self._graces)))
+            self._graces[job.id] = job.misfire_grace_time
+            if coalesced and key is not None:
                 if len(self._coalesced) >= _STASH_CAP:
                     self._coalesced.pop(next(iter(self._coalesced)))
                 self._coalesced[key] = coalesced
@@ -318,10 +324,14 @@ class SchedulerBridge:
         elif event.code == EVENT_JOB_MISSED and isinstance(event, JobExecutionEvent):
             with self._lock:
                 coalesced = self._coalesced.pop((event.job_id, event.scheduled_run_time), 0)
-            job = self.scheduler.get_job(event.job_id)
+                known = event.job_id in self._graces
+                grace = self._graces.get(event.job_id)
+            if not known:  # submitted before the bridge was attached
+                job = self.scheduler.get_job(event.job_id)
+                grace = None if job is None else job.misfire_grace_time
             extra: dict[str, Any] = {}
-            if job is not None and job.misfire_grace_time is not None:
-                extra["misfire_grace_s"] = job.misfire_grace_time
+            if grace is not None:
+                extra["misfire_grace_s"] = grace
             self._record_cancel(
                 event.job_id, event.scheduled_run_time, "missed_schedule", coalesced, extra
             )
