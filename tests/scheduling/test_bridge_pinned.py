@@ -7,18 +7,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
-from apscheduler.executors.base import BaseExecutor
+from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
 from apscheduler.executors.pool import ProcessPoolExecutor, ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 import exectrack
+import exectrack.integrations.apscheduler as aps
 from exectrack import ExecutionTracker, InvalidArgumentError, RunStatus
 from exectrack.integrations.apscheduler import (
     CAUSE_TEXTS,
@@ -75,6 +79,7 @@ def test_thread_timeout_tells_listeners_once_and_stores_exact_metadata(
     scheduler.start()
     wait_until(lambda: ended, "the job's late end")
     assert isinstance(ended[0].exception, JobTimeout)
+    assert str(ended[0].exception) == "the task ran past its timeout (0.2 s)"
     (run,) = runs_of(tracker, "hang")
     (execution,) = got
     assert (execution.job_id, execution.run_id, execution.status, execution.cause) == (
@@ -695,3 +700,221 @@ def test_set_policy_defaults_and_metadata(
     assert policy.metadata == {"team": "mail"}
     assert bridge.policy_for("tagged") is policy
     assert bridge.policy_for("other") == JobPolicy(retries=3)
+
+
+# -- submission book-keeping (the executor's side, called as APScheduler calls it) -----
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def due_job(job_id: str, *, coalesce: bool = True) -> SimpleNamespace:
+    """What the executor gets from APScheduler: a job 30 s overdue on a 10 s interval,
+    so coalescing its due times into the last drops three."""
+    return SimpleNamespace(
+        id=job_id,
+        func=jobs.ok,
+        trigger=IntervalTrigger(seconds=10, start_date=T0, timezone="UTC"),
+        coalesce=coalesce,
+        next_run_time=T0,
+        misfire_grace_time=5,
+        max_instances=1,
+    )
+
+
+LAST = T0 + timedelta(seconds=30)
+
+
+def test_the_stashes_keep_at_most_their_cap_dropping_the_oldest(
+    scheduler: BackgroundScheduler, tracker: ExecutionTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Coalesced counts (per due time) and graces (per job) kept for misses not reported
+    yet hold at most the cap, the oldest dropped first; a job submitted again takes no
+    new place; a job that coalesced nothing keeps no count."""
+    monkeypatch.setattr(aps, "_STASH_CAP", 3)
+    bridge = attach(scheduler, tracker)
+    submitted: list[Any] = []
+
+    def executor(job: Any, run_times: list[datetime]) -> None:
+        submitted.append(job)
+
+    for job_id in ("a", "b", "c", "d"):
+        bridge._submit(executor, True, due_job(job_id), [LAST])
+    assert list(bridge._coalesced) == [("b", LAST), ("c", LAST), ("d", LAST)]
+    assert bridge._coalesced[("d", LAST)] == 3
+    assert list(bridge._graces) == ["b", "c", "d"]
+    bridge._submit(executor, True, due_job("c"), [LAST + timedelta(seconds=10)])
+    assert list(bridge._graces) == ["b", "c", "d"]
+    assert list(bridge._coalesced) == [
+        ("c", LAST),
+        ("d", LAST),
+        ("c", LAST + timedelta(seconds=10)),
+    ]
+    bridge._submit(executor, True, due_job("e", coalesce=False), [LAST])
+    assert ("e", LAST) not in bridge._coalesced and len(bridge._coalesced) == 3
+    assert [type(job).__name__ for job in submitted] == ["_JobView"] * 6
+
+
+def test_a_process_pool_gets_the_job_itself(
+    scheduler: BackgroundScheduler, tracker: ExecutionTracker
+) -> None:
+    """An executor in other processes is handed APScheduler's own job, unwrapped."""
+    bridge = attach(scheduler, tracker)
+    job = due_job("p")
+    got: list[Any] = []
+    bridge._submit(lambda j, times: got.append(j), False, job, [LAST])
+    assert got == [job] and got[0] is job
+
+
+@pytest.mark.parametrize("cause", ["skipped_overlap", "shutdown", "submit_failed"])
+def test_a_coalesced_submission_that_fails_records_its_count(
+    scheduler: BackgroundScheduler, tracker: ExecutionTracker, cause: str
+) -> None:
+    """A coalesced due time the executor refuses (its instances busy, the scheduler
+    stopped, another failure) is recorded with the coalesced count, the exception goes
+    back to APScheduler, and the count is not kept for a miss that will never come."""
+    bridge = attach(scheduler, tracker)
+    job = due_job("refused")
+    error: Exception = (
+        MaxInstancesReachedError(job) if cause == "skipped_overlap" else RuntimeError("closed")
+    )
+    if cause != "shutdown":
+        scheduler.start(paused=True)
+
+    def executor(job: Any, run_times: list[datetime]) -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        bridge._submit(executor, True, job, [LAST])
+    tracker.flush()
+    (run,) = runs_of(tracker, "refused")
+    assert run.metadata["coalesced"] == 3
+    assert run.error_code == {"submit_failed": run.error_code}.get(cause, cause)
+    assert run.metadata.get("submit_failed", False) is (cause == "submit_failed")
+    assert bridge._coalesced == {}
+
+
+def test_a_job_of_some_duration_reports_it_in_the_execution(
+    scheduler: BackgroundScheduler, tracker: ExecutionTracker
+) -> None:
+    """A job that works for 50 ms under a 30 s timeout succeeds, and its Execution's
+    duration covers the work and fits in the time the test waited."""
+    got: list[Execution] = []
+    attach(scheduler, tracker, listeners=[got.append]).set_policy("work", timeout=30)
+
+    def works() -> None:
+        time.sleep(0.05)  # the job's own work, not a wait for a condition
+
+    before = time.monotonic()
+    scheduler.add_job(works, "date", run_date=datetime.now(UTC), id="work")
+    scheduler.start()
+    wait_until(lambda: got, "the execution")
+    waited_ms = (time.monotonic() - before) * 1000
+    (run,) = runs_of(tracker, "work")
+    assert (run.status, got[0].status) == (RunStatus.SUCCESS, RunStatus.SUCCESS)
+    assert got[0].duration_ms is not None and 50 <= got[0].duration_ms <= waited_ms
+
+
+def test_a_failing_listener_is_logged_once_with_its_traceback(
+    scheduler: BackgroundScheduler, tracker: ExecutionTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener that raises on every execution is logged once, with the exact text
+    and its traceback."""
+
+    def broken(execution: Execution) -> None:
+        raise RuntimeError("listener bug")
+
+    attach(scheduler, tracker, listeners=[broken])
+    with caplog.at_level(logging.ERROR, LOGGER):
+        scheduler.add_job(jobs.ok, "date", run_date=datetime.now(UTC), id="one")
+        scheduler.add_job(jobs.ok, "date", run_date=datetime.now(UTC), id="two")
+        scheduler.start()
+        wait_until(lambda: finished(tracker, "one")() and finished(tracker, "two")(), "runs")
+        wait_until(lambda: len(jobs.calls) == 2 and not scheduler.get_jobs(), "both ends")
+        scheduler.shutdown(wait=True)
+    records = [r for r in caplog.records if r.name == LOGGER]
+    assert [r.getMessage() for r in records] == [
+        "exectrack: an execution listener failed (logged once)"
+    ]
+    assert records[0].exc_info is not None and records[0].exc_info[0] is RuntimeError
+
+
+def test_an_executor_added_under_two_aliases_is_wrapped_once(
+    scheduler: BackgroundScheduler, tracker: ExecutionTracker
+) -> None:
+    """One executor object added under two aliases: an execution through either is
+    one run (a second wrapper would track each execution twice, one inside the
+    other)."""
+    attach(scheduler, tracker)
+    shared = ThreadPoolExecutor(2)
+    scheduler.add_executor(shared, "first")
+    scheduler.add_executor(shared, "second")
+    scheduler.add_job(jobs.ok, "date", run_date=datetime.now(UTC), id="once", executor="second")
+    scheduler.start()
+    wait_until(finished(tracker, "once"), "the run")
+    wait_until(lambda: not scheduler.get_jobs(), "the job's end")
+    (run,) = runs_of(tracker, "once")
+    assert (run.status, run.parent_id, jobs.calls) == (RunStatus.SUCCESS, None, ["ok"])
+    assert tracker.list_runs(limit=10).runs == [run]
+
+
+def test_a_miss_of_a_job_submitted_before_attach_reads_the_grace_from_the_job(
+    tracker: ExecutionTracker,
+) -> None:
+    """A due time submitted before the bridge was attached and reported missed after:
+    its run takes the grace from the scheduler's job."""
+    s = BackgroundScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(1)})
+    try:
+        s.add_job(jobs.blocks, "date", run_date=datetime.now(UTC), id="blocker")
+        s.start()
+        wait_until(lambda: jobs.calls == ["blocks"], "the pool's only thread to be busy")
+        due = datetime.now(UTC) - timedelta(seconds=10)
+        s.add_job(jobs.ok, "interval", hours=1, next_run_time=due, misfire_grace_time=2, id="early")
+        wait_until(lambda: s.get_job("early").next_run_time > due, "the early job queued")
+        attach(s, tracker)
+        jobs.release.set()
+        wait_until(finished(tracker, "early"), "the missed run")
+    finally:
+        jobs.release.set()
+        s.shutdown(wait=True)
+    (run,) = runs_of(tracker, "early")
+    assert (run.error_code, run.metadata["misfire_grace_s"]) == ("missed_schedule", 2)
+
+
+def test_jobs_are_not_asked_to_stop_after_attach_to_a_running_scheduler_or_a_restart(
+    tracker: ExecutionTracker,
+) -> None:
+    """A bridge attached to a running scheduler starts with nothing stopping, and a
+    scheduler started again after a shutdown no longer asks its jobs to stop
+    (AsyncIOScheduler: APScheduler's thread pools cannot start again)."""
+    seen: list[bool] = []
+
+    async def job() -> None:
+        ctx = current_execution()
+        assert ctx is not None
+        seen.append(ctx.stop_requested)
+
+    async def scenario() -> None:
+        s = AsyncIOScheduler(timezone="UTC")
+        s.start()
+        attach(s, tracker)
+        s.add_job(job, "date", run_date=datetime.now(UTC), id="first")
+        await await_until(lambda: len(seen) == 1, "the first execution")
+        s.shutdown()
+        await await_until(lambda: not s.running, "the shutdown (run in the loop)")
+        s.start()
+        s.add_job(job, "date", run_date=datetime.now(UTC), id="second")
+        await await_until(lambda: len(seen) == 2, "the second execution")
+        s.shutdown()
+
+    asyncio.run(scenario())
+    assert seen == [False, False]
+
+
+def test_attaching_twice_names_the_problem(
+    scheduler: BackgroundScheduler, tracker: ExecutionTracker
+) -> None:
+    """A second attach() to one scheduler is refused with the exact reason."""
+    attach(scheduler, tracker)
+    with pytest.raises(InvalidArgumentError) as info:
+        attach(scheduler, tracker)
+    assert str(info.value) == "this scheduler already has an exectrack bridge attached"
