@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exectrack import ConfigError, ExecutionTracker, RunStatus, StoreError
+from exectrack import ConfigError, DriverMissingError, ExecutionTracker, RunStatus, StoreError
 from exectrack._model import Run, datetime_to_us
 from exectrack._redact import encode_metadata, normalize_metadata
 from exectrack.heartbeat.legacy import (
@@ -498,6 +499,20 @@ def test_an_unreachable_postgres_server_is_a_store_error(pg_url: str) -> None:
         t.count()
     assert str(err.value) == "cannot connect to the legacy database: OperationalError"
     assert type(err.value.__cause__).__name__ == "OperationalError"
+
+
+def test_a_postgres_table_without_psycopg_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without psycopg installed, a PostgreSQL legacy table says which extra to install
+    (psycopg hidden from the import system: None in sys.modules fails its import)."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    t = LegacyTable("postgresql://postgres@127.0.0.1:1/test")
+    with pytest.raises(DriverMissingError) as err:
+        t.count()
+    assert str(err.value) == (
+        "a PostgreSQL legacy table needs psycopg: pip install 'exectrack[postgres]'"
+    )
 
 
 def test_sqlite_connection_waits_5_s_and_is_shared_by_threads(table: LegacyTable) -> None:

@@ -204,7 +204,7 @@ class LegacyTable:
         if self.postgres:
             try:
                 import psycopg
-            except ImportError:  # pragma: no cover - installed with the postgres extra
+            except ImportError:
                 raise DriverMissingError(
                     "a PostgreSQL legacy table needs psycopg: pip install 'exectrack[postgres]'"
                 ) from None
@@ -295,7 +295,7 @@ class LegacyTable:
     def insert(self, row: LegacyRow) -> int:
         """Insert ``row`` (its ``id`` is assigned unless given); returns the id."""
         names = [c for c in _COLUMNS if c != "id" or row.id is not None]
-        values = [self._to_db(c, getattr(row, c)) for c in names]
+        values = [self._to_db(getattr(row, c)) for c in names]
         marks = ", ".join([self._p] * len(names))
         sql = f"INSERT INTO {_quote(self.table)} ({', '.join(names)}) VALUES ({marks})"
         if self.postgres:
@@ -304,7 +304,7 @@ class LegacyTable:
             self._run(sql, tuple(values))
             return int(self._run("SELECT last_insert_rowid()")[0][0])
 
-    def _to_db(self, column: str, value: Any) -> Any:
+    def _to_db(self, value: Any) -> Any:
         if isinstance(value, datetime):
             return _utc(value) if self.postgres else _iso(value)
         return value
@@ -319,12 +319,12 @@ class LegacyTable:
         if since is not None:
             exact.append(f"started_at >= {self._p}")
             near.append(f"{_SQLITE_START} >= ?")
-            params.append(self._to_db("started_at", since))
+            params.append(self._to_db(since))
             margins.append(_near(since, -_MARGIN))
         if until is not None:
             exact.append(f"started_at < {self._p}")
             near.append(f"{_SQLITE_START} < ?")
-            params.append(self._to_db("started_at", until))
+            params.append(self._to_db(until))
             margins.append(_near(until, _MARGIN))
         if self.postgres or not exact:
             return " AND ".join(exact), params
