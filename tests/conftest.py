@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,14 @@ def pytest_make_parametrize_id(config: pytest.Config, val: Any, argname: str) ->
     if isinstance(val, str) and not (val.isascii() and val.isprintable() and "\\" not in val):
         return _ID_UNSAFE.sub("_", val)[:40] or "_"
     return None
+
+
+@pytest.fixture
+def non_utc_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process runs at UTC-03:30 (or -02:30 in summer), whatever the machine's zone."""
+    monkeypatch.setenv("TZ", "America/St_Johns")
+    time.tzset()
+    assert time.timezone == 12_600, "no zone data for America/St_Johns on this machine"
+    yield
+    monkeypatch.undo()
+    time.tzset()

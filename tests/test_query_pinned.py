@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -32,17 +31,6 @@ def t(db_url: str, clock: FakeClock) -> Iterator[ExecutionTracker]:
     tracker = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
     yield tracker
     tracker.close()
-
-
-@pytest.fixture
-def non_utc_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process runs at UTC-03:30 (or -02:30 in summer), whatever the machine's zone."""
-    monkeypatch.setenv("TZ", "America/St_Johns")
-    time.tzset()
-    assert time.timezone == 12_600, "no zone data for America/St_Johns on this machine"
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_report_counts_only_runs_started_in_its_window(

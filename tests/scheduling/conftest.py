@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduling import jobs
 
@@ -40,3 +41,13 @@ def pg_table(pg_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
+@pytest.fixture
+def scheduler() -> Iterator[BackgroundScheduler]:
+    """A BackgroundScheduler in UTC, shut down (blocked jobs released) afterwards."""
+    s = BackgroundScheduler(timezone="UTC")
+    yield s
+    jobs.release.set()
+    if s.running:
+        s.shutdown(wait=True)

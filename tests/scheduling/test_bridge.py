@@ -8,7 +8,6 @@ import concurrent.futures
 import logging
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,6 @@ from scheduling import jobs
 from scheduling.helpers import await_until, finished, runs_of, wait_until
 
 NOW = datetime.now
-
-
-@pytest.fixture
-def scheduler() -> Iterator[BackgroundScheduler]:
-    s = BackgroundScheduler(timezone="UTC")
-    yield s
-    jobs.release.set()
-    if s.running:
-        s.shutdown(wait=True)
 
 
 def _blocked_in_wait(thread: threading.Thread) -> bool:

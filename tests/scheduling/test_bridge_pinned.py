@@ -8,7 +8,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -38,15 +37,6 @@ from scheduling.helpers import await_until, finished, runs_of, wait_until
 
 LOGGER = "exectrack.integrations.apscheduler"
 SCHEDULE_KEYS = {"scheduled_at", "lateness_ms"}
-
-
-@pytest.fixture
-def scheduler() -> Iterator[BackgroundScheduler]:
-    s = BackgroundScheduler(timezone="UTC")
-    yield s
-    jobs.release.set()
-    if s.running:
-        s.shutdown(wait=True)
 
 
 def iso(value: datetime) -> str:

@@ -16,7 +16,6 @@ import socket
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
@@ -44,26 +43,13 @@ from exectrack.heartbeat.legacy import (
 )
 from exectrack.integrations.apscheduler import Execution
 from exectrack.stores import NewRun, RunFilter, Store
+from scheduling.test_legacy import COLUMNS
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 PLUS2 = timezone(timedelta(hours=2))
 MS = timedelta(milliseconds=1)
 S = timedelta(seconds=1)
 TABLE = "heartbeat_executions"
-COLUMNS = {
-    "id",
-    "task_id",
-    "task_description",
-    "priority",
-    "execution_mode",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "output",
-    "retry_count",
-    "run_id",
-}
 # A table made by hand, every column nullable and no CHECK on status: rows the
 # module's own schema refuses (NULLs, unknown statuses, text that is no time).
 LOOSE_DDL = (
@@ -73,15 +59,7 @@ LOOSE_DDL = (
 )
 
 
-@pytest.fixture(autouse=True)
-def non_utc_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process runs at UTC-03:30 (or -02:30 in summer), whatever the machine's zone."""
-    monkeypatch.setenv("TZ", "America/St_Johns")
-    time.tzset()
-    assert time.timezone == 12_600, "no zone data for America/St_Johns on this machine"
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("non_utc_zone")
 
 
 @pytest.fixture
