@@ -1235,11 +1235,14 @@ def test_stable_run_id_is_pinned_and_shaped_like_uuid7() -> None:
     assert (value >> 76) & 0xF == 7
     assert (value >> 62) & 0b11 == 0b10
     assert stable_run_id(LegacyRow(8, "inbox", "success", row.started_at)) == PINNED_ID_8
+    # An id whose last bit is set: the random part keeps all its 62 low bits.
+    assert stable_run_id(LegacyRow(9, "inbox", "success", row.started_at)) == PINNED_ID_9
     assert stable_run_id(LegacyRow(7, "inbox2", "success", row.started_at)) != PINNED_ID
 
 
 PINNED_ID = "019ca869-507b-7b7e-8ef8-e512ab4af94a"
 PINNED_ID_8 = "019ca869-507b-7a37-b111-6dc13ee0e35c"
+PINNED_ID_9 = "019ca869-507b-7970-a269-07508a6d6f0b"
 
 
 def test_stable_run_id_clamps_starts_before_1970() -> None:

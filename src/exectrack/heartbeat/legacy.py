@@ -123,7 +123,7 @@ def stable_run_id(row: LegacyRow) -> str:
     """A run id derived from the legacy row (its id, task and start): the same row
     always gets the same id, so importing twice creates nothing twice. Shaped like
     exectrack's UUIDv7 ids, with the row's start as its time, so it sorts with them."""
-    ms = max(0, min(datetime_to_us(row.started_at) // 1000, (1 << 48) - 1))
+    ms = max(0, datetime_to_us(row.started_at) // 1000)  # 48 bits hold past year 9999
     key = f"exectrack-legacy\0{row.id}\0{row.task_id}\0{_iso(row.started_at)}"
     digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:10], "big")
     rand_a = digest >> 68 & 0xFFF
