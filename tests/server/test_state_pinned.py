@@ -4,6 +4,7 @@ for a stuck writer or a stuck loop, the thread's name and life."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -226,5 +227,5 @@ def test_stop_waits_at_most_its_timeout_for_a_stuck_loop(tmp_path: Path) -> None
         assert reaper._thread is not None and reaper._thread.is_alive()
     finally:
         store.release.set()
-    assert Reaper.stop.__defaults__ == (2.0,)
+    assert inspect.signature(Reaper.stop).parameters["timeout"].default == 2.0
     store.inner.close()
