@@ -229,3 +229,42 @@ def test_stop_waits_at_most_its_timeout_for_a_stuck_loop(tmp_path: Path) -> None
         store.release.set()
     assert inspect.signature(Reaper.stop).parameters["timeout"].default == 2.0
     store.inner.close()
+
+
+class GateLock:
+    """A lock the test holds, counting the threads that wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = 0
+        self._count = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._count:
+            self.waiting += 1
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_two_racing_starts_make_one_thread(leased: ExecutionTracker) -> None:
+    """Two ensure_started calls that both passed the first check start one thread: the
+    second finds it under the lock."""
+    reaper = Reaper(Reader(leased), interval=0.01)
+    gate = GateLock()
+    reaper._lock = gate  # type: ignore[assignment]
+    gate.lock.acquire()
+    callers = [threading.Thread(target=reaper.ensure_started) for _ in range(2)]
+    before = {t for t in threading.enumerate() if t.name == "exectrack-server-reaper"}
+    for caller in callers:
+        caller.start()
+    try:
+        until(lambda: gate.waiting == 2, "both callers at the lock")
+    finally:
+        gate.lock.release()
+    for caller in callers:
+        caller.join(LIMIT)
+    started = {t for t in threading.enumerate() if t.name == "exectrack-server-reaper"} - before
+    reaper.stop()
+    assert len(started) == 1 and started == {reaper._thread}

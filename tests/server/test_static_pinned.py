@@ -95,6 +95,7 @@ def test_index_without_a_packaged_page_is_the_placeholder(root: Path) -> None:
             '<html><HEAD lang=x>\n<base href="/runs/"><title>t</title></HEAD></html>',
         ),
         ("<p>no head</p>", "", '<base href="/"><p>no head</p>'),
+        ("<head></head>", "/BOX//", '<head>\n<base href="/BOX/"></head>'),
         (
             "<head></head>",
             '/a"b<c>&/',
