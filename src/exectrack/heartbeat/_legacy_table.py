@@ -163,8 +163,15 @@ def _near(bound: datetime, margin: timedelta) -> str:
         return "" if margin < timedelta(0) else "~"
 
 
+def _bounds(
+    since: datetime | None, until: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    return (None if since is None else _utc(since)), (None if until is None else _utc(until))
+
+
 def _inside(start: datetime, since: datetime | None, until: datetime | None) -> bool:
-    return (since is None or start >= _utc(since)) and (until is None or start < _utc(until))
+    """Whether ``start`` is in ``[since, until)`` (bounds already in UTC)."""
+    return (since is None or start >= since) and (until is None or start < until)
 
 
 class LegacyTable:
@@ -338,6 +345,7 @@ class LegacyTable:
         """The number of rows started in ``[since, until)`` (what iter_rows yields)."""
         where, params = self._window(since, until)
         table = _quote(self.table)
+        since, until = _bounds(since, until)
         if self.postgres or not where:
             clause = f" WHERE {where}" if where else ""
             return int(self._run(f"SELECT COUNT(*) FROM {table}{clause}", tuple(params))[0][0])
@@ -359,6 +367,8 @@ class LegacyTable:
         """The rows started in ``[since, until)``, in id order, at most ``batch`` at a
         time (keyset pages)."""
         where, params = self._window(since, until)
+        since, until = _bounds(since, until)
+        exact = self.postgres or not where  # else SQL's window is a superset
         last = None
         cols = ", ".join(_COLUMNS)
         while True:
@@ -374,7 +384,9 @@ class LegacyTable:
             )
             if not rows:
                 return
-            page = [row for row in map(self._row, rows) if _inside(row.started_at, since, until)]
+            page = [self._row(r) for r in rows]
+            if not exact:
+                page = [row for row in page if _inside(row.started_at, since, until)]
             if page:
                 yield page
             last = rows[-1][0]

@@ -133,6 +133,13 @@ _STASH_CAP = 10_000  # coalesced counts kept for misses not yet reported
 _bridges: weakref.WeakKeyDictionary[BaseScheduler, SchedulerBridge] = weakref.WeakKeyDictionary()
 
 
+def _keep(stash: dict[Any, Any], key: Any, value: Any) -> None:
+    """``stash[key] = value``, the oldest entry dropped first past ``_STASH_CAP``."""
+    if key not in stash and len(stash) >= _STASH_CAP:
+        stash.pop(next(iter(stash)))
+    stash[key] = value
+
+
 def attach(
     scheduler: BaseScheduler,
     tracker: ExecutionTracker | None = None,
@@ -280,13 +287,9 @@ class SchedulerBridge:
         key = (job.id, run_times[-1]) if run_times else None
         # Kept before submitting: the executor may report the miss before we return.
         with self._lock:
-            if job.id not in self._graces and len(self._graces) >= _STASH_CAP:
-                self._graces.pop(next(iter(self._graces)))
-            self._graces[job.id] = job.misfire_grace_time
+            _keep(self._graces, job.id, job.misfire_grace_time)
             if coalesced and key is not None:
-                if len(self._coalesced) >= _STASH_CAP:
-                    self._coalesced.pop(next(iter(self._coalesced)))
-                self._coalesced[key] = coalesced
+                _keep(self._coalesced, key, coalesced)
         try:
             original(target, run_times)
         except Exception as exc:
