@@ -4,6 +4,7 @@ the response really ends, with the true cause."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -519,8 +520,11 @@ def test_sigterm_to_a_uvicorn_process_mid_stream_is_shutdown(
                 lines = (line for line in response.iter_lines() if line.strip())
                 assert len([next(lines) for _ in range(3)]) == 3
                 server.send_signal(signal.SIGTERM)
-                with pytest.raises(httpx.HTTPError):
-                    for _ in lines:  # the server ends the stream when it cancels it
+                # The server ends the stream when it cancels it: sse-starlette may send
+                # the body's last chunk before uvicorn closes the connection (a clean
+                # end; seen on a busy machine) or not (a cut one). Either ends the loop.
+                with contextlib.suppress(httpx.RemoteProtocolError, httpx.ReadError):
+                    for _ in lines:
                         pass
         server.wait(30)
     finally:
