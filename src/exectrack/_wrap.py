@@ -49,16 +49,20 @@ R = TypeVar("R")
 Opened = tuple[ExecutionTracker, RunHandle] | None
 
 
-def _result_outcome(t: ExecutionTracker, value: Any, classify: ResultClassifier | None) -> Outcome:
-    if classify is None:
-        return SUCCESS
-    try:
-        return outcome_of_result(value, classify)
-    except Exception as exc:  # a broken classifier must not break the host
-        if t.strict:
-            raise
-        t._report("result classifier", exc)
-        return SUCCESS
+def _end_on_result(
+    t: ExecutionTracker, h: RunHandle, value: Any, classify: ResultClassifier | None
+) -> None:
+    """End the run on the body's result, as the call site's classifier judges it."""
+    outcome: Outcome = SUCCESS
+    if classify is not None:
+        try:
+            outcome = outcome_of_result(value, classify)
+        except Exception as exc:  # a broken classifier must not break the host
+            if t.strict:  # ... unless asked to: the run ends as that error, then raise
+                t._end_exc(h, exc)
+                raise
+            t._report("result classifier", exc)
+    t._end(h, outcome)
 
 
 _PLAIN_RESULTS = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
@@ -70,7 +74,7 @@ def _settle(
     """End the run on a returned value, or follow a returned stream/coroutine."""
     kind = type(result)
     if kind in _PLAIN_RESULTS:
-        t._end(h, _result_outcome(t, result, classify))
+        _end_on_result(t, h, result, classify)
         return result
     if kind is GeneratorType:
         follower: Any = _drive_sync(t, h, result, classify)
@@ -79,7 +83,7 @@ def _settle(
     elif kind is CoroutineType:
         follower = _follow_coroutine(t, h, result, classify)
     else:
-        t._end(h, _result_outcome(t, result, classify))
+        _end_on_result(t, h, result, classify)
         return result
     # A followed stream nobody ever iterates would leave its run open: end it when
     # the follower is collected (a no-op if the stream ended first).
@@ -101,13 +105,13 @@ async def _follow_coroutine(
         raise
     finally:
         current.reset(token)
-    t._end(h, _result_outcome(t, result, classify))
+    _end_on_result(t, h, result, classify)
     return result
 
 
 def _drive_sync(
-    t: ExecutionTracker | None,
-    h: RunHandle | None,
+    t: ExecutionTracker,
+    h: RunHandle,
     gen: Generator[Any, Any, Any],
     classify: ResultClassifier | None,
 ) -> Generator[Any, Any, Any]:
@@ -115,10 +119,9 @@ def _drive_sync(
     count what it yields (the only per-item cost) and when the first item came."""
     send: Any = None
     thrown: BaseException | None = None
-    if h is not None:
-        h._items = 0
+    h._items = 0
     while True:
-        token = None if h is None else current.set(h)
+        token = current.set(h)
         try:
             if thrown is not None:
                 to_throw, thrown = thrown, None
@@ -126,31 +129,25 @@ def _drive_sync(
             else:
                 item = gen.send(send)
         except StopIteration as stop:
-            if t is not None and h is not None:
-                t._end(h, _result_outcome(t, stop.value, classify))
+            _end_on_result(t, h, stop.value, classify)
             return stop.value
         except BaseException as exc:
-            if t is not None and h is not None:
-                t._end_exc(h, exc)
+            t._end_exc(h, exc)
             raise
         finally:
-            if token is not None:
-                current.reset(token)
-        if h is not None and t is not None:
-            h._items += 1  # type: ignore[operator]
-            if h._items == 1:
-                h._first_ns = t.clock.monotonic_ns()
+            current.reset(token)
+        h._items += 1
+        if h._items == 1:
+            h._first_ns = t.clock.monotonic_ns()
         try:
             send = yield item
         except GeneratorExit:
-            token = None if h is None else current.set(h)
+            token = current.set(h)
             try:
                 gen.close()
             finally:
-                if token is not None:
-                    current.reset(token)
-                if t is not None and h is not None:
-                    t._end(h, closed_early())
+                current.reset(token)
+                t._end(h, closed_early())
             raise
         except BaseException as exc:
             thrown, send = exc, None
@@ -195,7 +192,7 @@ def _async_stream(
                     item = await it.__anext__()
             except StopAsyncIteration:
                 if t is not None and h is not None:
-                    t._end(h, _result_outcome(t, None, classify))
+                    _end_on_result(t, h, None, classify)
                 return
             except BaseException as exc:
                 if t is not None and h is not None:
@@ -318,16 +315,19 @@ class TrackedRun:
         if h is None or token is None:
             log.warning("exectrack: with_run exited in a different context than it entered")
             return
-        h._token = None
         try:
             current.reset(token)
-        except ValueError:  # entered in another context; keep going, never raise
+            h._token = None
+        except ValueError:
+            # Exited in a copy of the context it was entered in (a task started inside
+            # the block): the run ends here; the token stays for the block's own exit,
+            # which then restores its context instead of leaving the run current there.
             current.set(None)
         t = h._tracker
         if t is None:
             return
         if exc is None:
-            t._end(h, _result_outcome(t, None, None))
+            t._end(h, SUCCESS)
         else:
             t._end_exc(h, exc)
 
