@@ -146,8 +146,8 @@ def _run(args: argparse.Namespace, spec: Any, store: Store) -> int:
         started_after=started,
     )
     counts: dict[str, int] = {}
-    for (_source, status), n in store.count_runs(flt).items():
-        counts[status.value] = counts.get(status.value, 0) + n
+    for (_source, status), n in store.count_runs(flt).items():  # one source: once each
+        counts[status.value] = n
     if args.json:
         fmt.dump_json({"runs_by_status": counts, "still_running": left})
     else:
@@ -257,6 +257,8 @@ def _cmd_legacy_check(args: argparse.Namespace, store: Store | None) -> int:
     until = None if args.until is None else query.parse_time(args.until)
     if args.tolerance_ms < 0:
         raise InvalidArgumentError(f"--tolerance-ms {args.tolerance_ms:g}: must be >= 0")
+    if args.show < 0:
+        raise InvalidArgumentError(f"--show {args.show}: must be >= 0")
     legacy = _legacy_table(args)
     try:
         result = check(
@@ -290,7 +292,9 @@ def _cmd_legacy_check(args: argparse.Namespace, store: Store | None) -> int:
     fmt.out(f"legacy by status: {legacy_s or '-'}")
     fmt.out(f"runs by status:   {runs_s or '-'}")
     shown = result.disagreements[: args.show]
-    if shown:
+    if result.disagreements and not shown:  # --show 0: counted, not listed
+        fmt.out(f"{len(result.disagreements)} disagreeing row(s) (list them: --show N or --json)")
+    elif shown:
         fmt.out(f"{len(result.disagreements)} disagreeing row(s):")
         fmt.table(
             ["KIND", "TASK", "STARTED", "LEGACY", "RUN", "LEGACY MS", "RUN MS", "RUN ID"],
