@@ -42,6 +42,30 @@ def test_one_batch_finishes_more_than_500_runs(target: Target) -> None:
         assert (got.status, got.error_code) == (want.status, want.error_code), want.id
 
 
+def test_a_finish_without_a_duration_measures_one_never_below_zero(target: Target) -> None:
+    """A finish with no duration of its own (a run finished by id, from another
+    process) is timed from the stored start; a finishing host whose clock is behind
+    the starting one's records 0 ms, not a negative duration. Alone and in a batch."""
+    store = target.store
+    ids = ["one-late", "one-skewed", "batch-late", "batch-skewed"]
+    store.apply([NewRun(run_id, "skill", T0) for run_id in ids])
+    store.finish(FinishRun("one-late", RunStatus.SUCCESS, T0 + 2 * S))
+    store.finish(FinishRun("one-skewed", RunStatus.SUCCESS, T0 - 5 * S))
+    store.apply(
+        [
+            FinishRun("batch-late", RunStatus.ERROR, T0 + 3 * S),
+            FinishRun("batch-skewed", RunStatus.ERROR, T0 - 7 * S),
+        ]
+    )
+    durations = {r.id: r.duration_ms for r in everything(store)}
+    assert durations == {
+        "one-late": 2000.0,
+        "one-skewed": 0.0,
+        "batch-late": 3000.0,
+        "batch-skewed": 0.0,
+    }
+
+
 @pytest.mark.parametrize("where", [":memory:", "runs.db"])
 def test_batches_fit_the_oldest_sqlite_parameter_limit(tmp_path: Path, where: str) -> None:
     """Batched INSERTs and UPDATEs bind at most 999 parameters per statement, the

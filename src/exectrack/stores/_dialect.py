@@ -86,8 +86,8 @@ class SqlDialect(NamedTuple):
 
     param: str  # "?" or "%s"
     json_param: str  # "?" or "%s::jsonb"
-    duration_since_start: str  # SQL giving ms between a time param and started_at
-    duration_between: str  # SQL giving ms from {start} to {end} (two time expressions)
+    duration_since_start: str  # SQL: ms from started_at to a time param, never below 0
+    duration_between: str  # SQL: ms from {start} to {end}, never below 0 (clock skew)
     # Batches as multi-row statements (SQLite: executemany hands the GIL over once per
     # row) or executemany (psycopg pipelines it, which beats one big statement).
     multirow: bool

@@ -114,9 +114,9 @@ _DIALECT = SqlDialect(
     param="%s",
     json_param="%s::jsonb",
     # EXTRACT gives exact numeric seconds; the column rounds once, like SQLite's division.
-    duration_since_start="EXTRACT(EPOCH FROM (?::timestamptz - started_at)) * 1000",
+    duration_since_start="GREATEST(0, EXTRACT(EPOCH FROM (?::timestamptz - started_at)) * 1000)",
     multirow=False,
-    duration_between="EXTRACT(EPOCH FROM ({end} - {start})) * 1000",
+    duration_between="GREATEST(0, EXTRACT(EPOCH FROM ({end} - {start})) * 1000)",
     # A SELECT list gives a NULL parameter the type text: every column is cast.
     finish_casts=(
         "::text",
