@@ -704,3 +704,127 @@ def test_a_bad_ref_given_to_the_default_tracker_is_counted_at_first_use(db_url: 
             pass
     assert t.stats().failures_by_cause == {"unprintable value: RuntimeError: no text": 1}
     assert [r.source_ref for r in t.list_runs().runs] == ["<unprintable Unprintable>"] * 2
+
+
+def test_a_switched_off_async_generator_leaves_the_outer_run_current(
+    t: ExecutionTracker, off: ExecutionTracker
+) -> None:
+    """Tracking off for the stream: its body (and its clean-up) still sees the run
+    that was current when it was called."""
+    seen: list[str | None] = []
+
+    @off.with_run("chat", "s")
+    async def stream() -> AsyncIterator[int]:
+        try:
+            seen.append(current_id())
+            yield 1
+            yield 2
+        finally:
+            seen.append(current_id())
+
+    async def main() -> str:
+        with t.with_run("chat", "outer") as outer:
+            s: Any = stream()
+            assert await s.__anext__() == 1
+            await s.aclose()
+            return outer.id
+
+    outer_id = asyncio.run(main())
+    assert seen == [outer_id, outer_id]
+
+
+def test_a_returned_stream_is_classified_on_what_it_returns(t: ExecutionTracker) -> None:
+    def gen() -> Iterator[int]:
+        yield 1
+        return 7
+
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+
+    def none_is_empty(value: object) -> ErrorInfo | None:
+        return ErrorInfo("empty", "no result") if value is None else flag_seven(value)
+
+    @t.with_run("chat", "sync", classify_result=flag_seven)
+    def returns_gen() -> Iterator[int]:
+        return gen()
+
+    @t.with_run("chat", "async", classify_result=none_is_empty)
+    def returns_agen() -> AsyncIterator[int]:
+        return agen()
+
+    async def drain() -> list[int]:
+        return [i async for i in returns_agen()]
+
+    assert list(returns_gen()) == [1]
+    assert asyncio.run(drain()) == [1]
+    codes = {r.source_ref: (r.status, r.error_code) for r in t.list_runs().runs}
+    assert codes == {"sync": (RunStatus.ERROR, "seven"), "async": (RunStatus.ERROR, "empty")}
+
+
+def test_exiting_with_no_run_current_at_all_only_warns(
+    t: ExecutionTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    t.with_run("chat", "block").__exit__(None, None, None)
+    assert [r.getMessage() for r in caplog.records if r.module == "_wrap"] == [
+        "exectrack: with_run exited in a different context than it entered"
+    ]
+    assert t.list_runs().runs == []
+
+
+def test_a_classifier_that_cannot_be_called_is_refused(t: ExecutionTracker) -> None:
+    with pytest.raises(exectrack.InvalidArgumentError) as info:
+        t.with_run("skill", classify_result="success")  # type: ignore[arg-type]
+    assert str(info.value) == "classify_result must be callable"
+
+
+def test_metadata_that_is_not_a_mapping_is_refused_when_built(t: ExecutionTracker) -> None:
+    with pytest.raises(exectrack.InvalidArgumentError) as info:
+        t.with_run("skill", metadata=[("a", 1)])  # type: ignore[arg-type]
+    assert str(info.value) == "metadata must be a mapping (a dict), not list"
+
+
+def test_a_bad_metadata_value_is_counted_once_per_run(db_url: str) -> None:
+    """Checked, cleaned and counted where each run starts; building with_run counts
+    nothing by itself."""
+    t = ExecutionTracker(db_url, durability="sync", strict=False)
+    try:
+        tracked = t.with_run("skill", metadata={"v": Unprintable()})
+        assert t.stats().failures == 0
+        for _ in range(2):
+            with tracked:
+                pass
+        assert t.stats().failures == 2
+    finally:
+        t.close()
+
+
+def test_a_bad_ref_with_no_tracker_at_all_is_dropped_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No default tracker can be built (outside strict mode): the problem has nowhere
+    to be counted, and the block still runs."""
+    monkeypatch.delenv("EXECTRACK_STRICT")
+    monkeypatch.setenv("EXECTRACK_DATABASE_URL", "nosuch://x")
+    ran = []
+    with exectrack.with_run("skill", source_ref=Unprintable()) as h:
+        ran.append(h.source_ref)
+    assert ran == ["<unprintable Unprintable>"]
+
+
+def test_a_block_exited_again_in_a_copy_of_its_context_only_warns(
+    t: ExecutionTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task started inside the block still sees its run as current after the block
+    ended: exiting the block there again warns and changes nothing."""
+    import contextvars
+
+    block = t.with_run("chat", "block")
+    h = block.__enter__()
+    inside = contextvars.copy_context()
+    block.__exit__(None, None, None)
+    inside.run(block.__exit__, ValueError, ValueError("again"), None)
+    assert inside.run(current_id) == h.id
+    assert only_run(t).status is RunStatus.SUCCESS
+    assert [r.getMessage() for r in caplog.records if r.module == "_wrap"] == [
+        "exectrack: with_run exited in a different context than it entered"
+    ]

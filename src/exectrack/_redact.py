@@ -46,6 +46,7 @@ __all__ = [
     "is_secret_key",
     "normalize_metadata",
     "redact_text",
+    "require_mapping",
     "safe_str",
 ]
 
@@ -288,6 +289,14 @@ def _normalize_items(value: Any, depth: int, w: _Walk) -> list[Any]:
     return out
 
 
+def require_mapping(metadata: object) -> None:
+    """Raise InvalidArgumentError unless ``metadata`` is None or a mapping."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidArgumentError(
+            f"metadata must be a mapping (a dict), not {type(metadata).__name__}"
+        )
+
+
 def normalize_metadata(
     metadata: Mapping[str, Any] | None,
     *,
@@ -302,10 +311,7 @@ def normalize_metadata(
     """
     if metadata is None:
         return {}
-    if not isinstance(metadata, Mapping):
-        raise InvalidArgumentError(
-            f"metadata must be a mapping (a dict), not {type(metadata).__name__}"
-        )
+    require_mapping(metadata)
     w = _Walk(limit, problems)
     w.path.add(id(metadata))
     try:

@@ -29,7 +29,7 @@ from exectrack._lifecycle import (
 )
 from exectrack._log import get_logger
 from exectrack._model import validate_source
-from exectrack._redact import Problems, clean_text, normalize_metadata
+from exectrack._redact import Problems, clean_text, require_mapping
 from exectrack._tracker import (
     REF_LIMIT,
     Deadline,
@@ -79,7 +79,7 @@ def _settle(
     if kind is GeneratorType:
         follower: Any = _drive_sync(t, h, result, classify)
     elif kind is AsyncGeneratorType or hasattr(kind, "__anext__"):
-        follower = _async_stream(lambda _a, _k: (t, h), lambda: result, classify)()
+        follower = _async_stream(lambda: (t, h), lambda: result, classify)()
     elif kind is CoroutineType:
         follower = _follow_coroutine(t, h, result, classify)
     else:
@@ -154,7 +154,7 @@ def _drive_sync(
 
 
 def _async_stream(
-    begin: Callable[[tuple[Any, ...], dict[str, Any]], Opened],
+    begin: Callable[[], Opened],
     make: Callable[..., AsyncIterator[Any]],
     classify: ResultClassifier | None,
 ) -> Callable[..., Any]:
@@ -164,7 +164,7 @@ def _async_stream(
     """
 
     async def stream(*args: Any, **kwargs: Any) -> Any:
-        opened = begin(args, kwargs)
+        opened = begin()
         t, h = opened if opened is not None else (None, None)
         try:
             it = make(*args, **kwargs)
@@ -257,7 +257,7 @@ class TrackedRun:
         # import time opens nothing).
         problems: Problems = []
         self.source_ref, self.session_id = clean_refs(source_ref, session_id, problems)
-        normalize_metadata(metadata, problems=problems)  # not a mapping: an error here
+        require_mapping(metadata)  # its values are checked (and counted) at each use
         self.metadata = metadata
         self._problems: Problems | None = problems or None
         if problems and tracker is not None:
@@ -354,7 +354,7 @@ class TrackedRun:
         spec = self
 
         if inspect.isasyncgenfunction(func):
-            stream = _async_stream(lambda _a, _k: spec._begin(ref), func, classify)
+            stream = _async_stream(lambda: spec._begin(ref), func, classify)
             return cast(Callable[P, R], functools.wraps(func)(stream))
 
         if inspect.iscoroutinefunction(func):
