@@ -1,0 +1,401 @@
+"""The tracker's own calls, pinned field by field: deadlines at their bounds,
+finish_error's defaults and overrides, finish_with_status's fields, mark_running's
+every answer (by handle and by id, queued, finished, unrecorded, on both write paths),
+a finish of a run this process did not start, and repr."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exectrack import ExecutionTracker, FakeClock, InvalidArgumentError, Run, RunStatus
+from exectrack.errors import StoreError, StoreUnavailableError
+from exectrack.stores import FinishResult, open_store
+from exectrack.testing import FailingStore
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def t(db_url: str, clock: FakeClock) -> Iterator[ExecutionTracker]:
+    tracker = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
+    yield tracker
+    tracker.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def either(request: pytest.FixtureRequest, db_url: str) -> Iterator[ExecutionTracker]:
+    tracker = ExecutionTracker(db_url, strict=True, durability=request.param)
+    yield tracker
+    tracker.close()
+
+
+def stored(t: ExecutionTracker, run_id: str) -> Run:
+    t.flush()
+    run = t.get_run(run_id)
+    assert run is not None
+    return run
+
+
+def error_fields(run: Run) -> tuple[Any, ...]:
+    return (run.status, run.error_code, run.error_message, run.retryable)
+
+
+# -- deadlines ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("deadline", "seconds"), [(0, 0), (0.5, 0.5), (2, 2)])
+def test_a_deadline_in_seconds_from_zero_up(
+    t: ExecutionTracker, deadline: float, seconds: float
+) -> None:
+    h = t.start("skill", deadline=deadline)
+    assert h.deadline_at_us == h.started_at_us + round(seconds * 1_000_000)
+
+
+@pytest.mark.parametrize(("deadline", "shown"), [(-1, "-1"), (-0.5, "-0.5"), (True, "True")])
+def test_a_bad_deadline_is_named_in_the_error(
+    t: ExecutionTracker, deadline: Any, shown: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        t.start("skill", deadline=deadline)
+    assert str(info.value) == (
+        f"deadline={shown}: pass an aware datetime, a timedelta or seconds >= 0"
+    )
+
+
+# -- finish_error ------------------------------------------------------------------------
+
+
+def test_finish_error_needs_something_to_record(t: ExecutionTracker) -> None:
+    h = t.start("skill")
+    with pytest.raises(InvalidArgumentError) as info:
+        h.finish_error()
+    assert str(info.value) == "finish_error needs an exception or a code/message"
+    assert h.status is RunStatus.RUNNING
+
+
+def test_finish_error_defaults(t: ExecutionTracker) -> None:
+    """A message alone is an internal_error; a code alone is its own message; neither
+    is retryable unless told."""
+    by_message = t.start("skill")
+    by_message.finish_error(message="went wrong")
+    by_code = t.start("skill")
+    by_code.finish_error(code="quota")
+    assert error_fields(stored(t, by_message.id)) == (
+        RunStatus.ERROR,
+        "internal_error",
+        "went wrong",
+        False,
+    )
+    assert error_fields(stored(t, by_code.id)) == (RunStatus.ERROR, "quota", "quota", False)
+
+
+def test_finish_error_overrides_what_the_exception_says(t: ExecutionTracker) -> None:
+    """A retryable exception told not retryable, and the other way round; a timeout is
+    a timeout whatever code it is given; the metadata is kept."""
+    down = t.start("skill")
+    down.finish_error(ConnectionError("down"), retryable=False, metadata={"m": 1})
+    bad = t.start("skill")
+    bad.finish_error(ValueError("bad"), retryable=True)
+    slow = t.start("skill")
+    slow.finish_error(TimeoutError("slow"), code="upstream_slow")
+    assert error_fields(stored(t, down.id)) == (
+        RunStatus.ERROR,
+        "provider_unavailable",
+        "down",
+        False,
+    )
+    assert dict(stored(t, down.id).metadata) == {"m": 1}
+    assert error_fields(stored(t, bad.id)) == (RunStatus.ERROR, "invalid_input", "bad", True)
+    assert error_fields(stored(t, slow.id)) == (RunStatus.TIMEOUT, "upstream_slow", "slow", True)
+
+
+class CodeRaises(Exception):
+    """An exception whose ``code`` attribute raises when read."""
+
+    @property
+    def code(self) -> str:
+        raise RuntimeError("no code")
+
+
+def test_what_classifying_an_exception_did_wrong_is_counted(db_url: str) -> None:
+    t = ExecutionTracker(db_url, durability="sync", strict=False)
+    try:
+        h = t.start("skill")
+        assert h.finish_error(CodeRaises("boom")) == FinishResult(True, RunStatus.ERROR)
+        assert t.stats().failures_by_cause == {
+            "classifier: CodeRaises.code raised: RuntimeError: no code": 1
+        }
+        assert stored(t, h.id).error_message == "boom"
+    finally:
+        t.close()
+
+
+# -- finish_with_status ------------------------------------------------------------------
+
+
+def test_finish_with_status_stores_every_field(t: ExecutionTracker) -> None:
+    h = t.start("skill")
+    result = t.finish_with_status(
+        h.id,
+        "timeout",
+        error_code="late",
+        error_message="too late",
+        retryable=True,
+        metadata={"m": 1},
+    )
+    assert result == FinishResult(True, RunStatus.TIMEOUT)
+    run = stored(t, h.id)
+    assert error_fields(run) == (RunStatus.TIMEOUT, "late", "too late", True)
+    assert dict(run.metadata) == {"m": 1}
+
+
+def test_finish_with_status_refuses_a_status_that_does_not_end(t: ExecutionTracker) -> None:
+    h = t.start("skill")
+    with pytest.raises(InvalidArgumentError) as info:
+        h.finish_with_status("running")
+    assert str(info.value) == (
+        "finish_with_status needs a terminal status (success, error, canceled, timeout), "
+        "not 'running'"
+    )
+
+
+# -- mark_running ------------------------------------------------------------------------
+
+
+def test_mark_running_by_handle_and_by_id(either: ExecutionTracker) -> None:
+    by_handle = either.start("skill", queued=True)
+    by_id = either.start("skill", queued=True)
+    assert either.mark_running(by_handle) == FinishResult(True, RunStatus.RUNNING)
+    assert either.mark_running(by_id.id) == FinishResult(True, RunStatus.RUNNING)
+    assert (by_handle.queued, by_id.queued) == (False, False)
+    assert by_id.status is RunStatus.RUNNING
+    assert stored(either, by_handle.id).status is RunStatus.RUNNING
+    assert stored(either, by_id.id).status is RunStatus.RUNNING
+    # running already, then finished: not applied, with the status it has
+    assert either.mark_running(by_id.id) == FinishResult(False, RunStatus.RUNNING)
+    by_id.finish_success()
+    assert either.mark_running(by_id) == FinishResult(False, RunStatus.SUCCESS)
+    assert stored(either, by_id.id).status is RunStatus.SUCCESS
+
+
+def test_mark_running_a_run_this_process_did_not_start(db_url: str, t: ExecutionTracker) -> None:
+    with ExecutionTracker(db_url, strict=True, durability="sync") as other:
+        h = other.start("skill", queued=True)
+        assert t.mark_running(h.id) == FinishResult(True, RunStatus.RUNNING)
+        assert t.mark_running(h.id) == FinishResult(False, RunStatus.RUNNING)
+        assert t.mark_running("no-such-run") == FinishResult(False, None)
+        assert stored(t, h.id).status is RunStatus.RUNNING
+
+
+def test_mark_running_a_run_that_was_not_recorded(db_url: str) -> None:
+    """Switched off, a queued handle still moves to running, locally."""
+    with ExecutionTracker(db_url, strict=True, enabled=False) as off:
+        h = off.start("skill", queued=True)
+        assert off.mark_running(h) == FinishResult(True, RunStatus.RUNNING)
+        assert h.status is RunStatus.RUNNING
+        assert off.list_runs().runs == []
+
+
+def test_mark_running_on_a_store_that_fails(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gone.db'}"
+    store = open_store(url)
+    t = ExecutionTracker(store, durability="sync", strict=False)
+    try:
+        h = t.start("skill", queued=True)
+        store.close()
+        assert t.mark_running(h.id) == FinishResult(False, None)
+        [(cause, count)] = t.stats().failures_by_cause.items()
+        assert (cause.split(":")[0], count) == ("mark_running", 1)
+    finally:
+        t.close()
+
+
+# -- a run this process did not start ----------------------------------------------------
+
+
+def test_finishing_another_process_run_by_id(
+    db_url: str, t: ExecutionTracker, clock: FakeClock
+) -> None:
+    """Its stored metadata is merged under the new one, every error field is written,
+    its duration is measured from its stored start, and a second finish is told the
+    first's status."""
+    with ExecutionTracker(db_url, strict=True, durability="sync", clock=clock) as other:
+        h = other.start("skill", metadata={"a": 1, "b": 1})
+        clock.advance(2.5)
+        result = t.finish_error(
+            h.id, code="quota", message="over quota", retryable=True, metadata={"b": 2}
+        )
+        assert result == FinishResult(True, RunStatus.ERROR)
+        run = stored(t, h.id)
+        assert error_fields(run) == (RunStatus.ERROR, "quota", "over quota", True)
+        assert dict(run.metadata) == {"a": 1, "b": 2}
+        assert run.duration_ms == 2500.0
+        assert t.finish_success(h.id) == FinishResult(False, RunStatus.ERROR)
+        assert t.finish_success("no-such-run") == FinishResult(False, None)
+
+
+def test_a_foreign_finish_keeps_the_metadata_limit(db_url: str) -> None:
+    with (
+        ExecutionTracker(db_url, strict=True, durability="sync") as other,
+        ExecutionTracker(db_url, strict=True, durability="sync", metadata_limit=64) as t,
+    ):
+        h = other.start("skill", metadata={"a": 1})
+        t.finish_success(h.id, metadata={"big": "x" * 500})
+        assert dict(stored(t, h.id).metadata) == {"a": 1, "_truncated": {"original_bytes": 516}}
+
+
+def test_a_foreign_finish_while_switched_off_writes_nothing(db_url: str) -> None:
+    with (
+        ExecutionTracker(db_url, strict=True, durability="sync") as other,
+        ExecutionTracker(db_url, strict=True, enabled=False) as off,
+    ):
+        h = other.start("skill")
+        assert off.finish_success(h.id) == FinishResult(False, None)
+        assert stored(other, h.id).status is RunStatus.RUNNING
+
+
+def test_a_foreign_finish_on_a_store_that_fails(tmp_path: Path) -> None:
+    """Counted under "finish" outside strict mode; raised in it."""
+    for strict in (False, True):
+        store = open_store(f"sqlite:///{tmp_path / f'{strict}.db'}")
+        t = ExecutionTracker(store, durability="sync", strict=strict)
+        try:
+            store.close()
+            if strict:
+                with pytest.raises(StoreError, match="is closed"):
+                    t.finish_success("some-run")
+            else:
+                assert t.finish_success("some-run") == FinishResult(False, None)
+                [(cause, count)] = t.stats().failures_by_cause.items()
+                assert (cause.split(":")[0], count) == ("finish", 1)
+        finally:
+            t.close()
+
+
+def test_a_foreign_finish_with_metadata_that_is_not_a_mapping(
+    db_url: str, t: ExecutionTracker
+) -> None:
+    with ExecutionTracker(db_url, strict=True, durability="sync") as other:
+        h = other.start("skill")
+        with pytest.raises(InvalidArgumentError):
+            t.finish_success(h.id, metadata=42)  # type: ignore[arg-type]
+        assert stored(t, h.id).status is RunStatus.RUNNING
+
+
+# -- repr --------------------------------------------------------------------------------
+
+
+def test_repr_names_the_store_the_write_path_and_the_switch(db_url: str) -> None:
+    with (
+        ExecutionTracker(db_url, durability="sync") as on,
+        ExecutionTracker(db_url, enabled=False) as off,
+    ):
+        assert repr(on) == f"<ExecutionTracker {db_url} sync on>"
+        assert repr(off) == f"<ExecutionTracker {db_url} async off>"
+
+
+# -- the synchronous write path ----------------------------------------------------------
+
+
+def test_start_records_the_parent_it_is_given(t: ExecutionTracker) -> None:
+    outer = t.start("chat")
+    child = t.start("skill", parent_id="elsewhere")
+    with t.with_run("chat", "block") as block:
+        inherited = t.start("skill")
+    assert (stored(t, child.id).parent_id, stored(t, outer.id).parent_id) == ("elsewhere", None)
+    assert stored(t, inherited.id).parent_id == block.id
+
+
+def test_a_run_finished_elsewhere_first_takes_that_status(db_url: str, t: ExecutionTracker) -> None:
+    """The store keeps the first finish (another process's, the reaper's): this
+    process's finish is told so, and its handle takes that status."""
+    h = t.start("skill")
+    with ExecutionTracker(db_url, strict=True, durability="sync") as other:
+        other.finish_with_status(h.id, "timeout", error_code="lease_expired")
+    assert h.finish_success() == FinishResult(False, RunStatus.TIMEOUT)
+    assert (h.status, h.finished) == (RunStatus.TIMEOUT, True)
+    assert h.finish_error(ValueError("x")) == FinishResult(False, RunStatus.TIMEOUT)
+    assert stored(t, h.id).error_code == "lease_expired"
+
+
+def test_a_sync_finish_the_store_refuses_is_counted(tmp_path: Path) -> None:
+    """The handle keeps its own first status; the failure is counted under "finish";
+    a second finish is told that status at once."""
+    store = FailingStore(open_store(f"sqlite:///{tmp_path / 'runs.db'}"), fail=set())
+    t = ExecutionTracker(store, durability="sync", strict=False)
+    try:
+        h = t.start("skill")
+        store.fail = {"finish"}
+        assert h.finish_success() == FinishResult(False, None)
+        assert h.status is RunStatus.SUCCESS
+        assert h.finish_error(ValueError("x")) == FinishResult(False, RunStatus.SUCCESS)
+        assert t.stats().failures_by_cause == {"finish: StoreError: injected store failure": 1}
+    finally:
+        t.close()
+
+
+class SlowToFail(FailingStore):
+    """A store whose failing operations first wait (a server that does not answer)."""
+
+    def _check(self, op: str) -> None:
+        if op in self.fail:
+            time.sleep(0.3)  # longer than the breaker's threshold
+        super()._check(op)
+
+
+def test_a_store_that_fails_fast_opens_no_breaker(tmp_path: Path) -> None:
+    store = FailingStore(
+        open_store(f"sqlite:///{tmp_path / 'runs.db'}"),
+        fail={"create"},
+        error=StoreUnavailableError("down"),
+    )
+    t = ExecutionTracker(store, durability="sync", strict=False)
+    try:
+        for _ in range(3):
+            t.start("skill")
+        s = t.stats()
+        assert (store.calls["create"], s.unavailable, s.dropped) == (3, False, 0)
+        assert s.failures_by_cause == {"start: StoreUnavailableError: down": 3}
+    finally:
+        t.close()
+
+
+def test_a_store_that_fails_slowly_opens_the_breaker_until_it_answers(tmp_path: Path) -> None:
+    """While open, every write skips the store and is counted as dropped; the probe
+    closes it once the store answers."""
+    store = SlowToFail(
+        open_store(f"sqlite:///{tmp_path / 'runs.db'}"),
+        fail=set(),
+        error=StoreUnavailableError("down"),
+    )
+    t = ExecutionTracker(store, durability="sync", strict=False)
+    try:
+        h = t.start("skill", "before")
+        store.fail = {"create", "finish", "schema_version"}
+        t.start("skill")  # waits, fails, opens the breaker
+        assert t.stats().unavailable
+        t.start("skill")
+        h.finish_success()
+        s = t.stats()
+        assert (store.calls["create"], store.calls.get("finish", 0), s.dropped) == (2, 0, 2)
+        assert s.failures_by_cause == {"start: StoreUnavailableError: down": 1}
+        store.fail = set()
+        deadline = time.monotonic() + 30
+        while t.stats().unavailable:
+            assert time.monotonic() < deadline, "the probe never closed the breaker"
+            time.sleep(0.01)
+        assert t.start("skill", "after").recorded
+        assert sorted(r.source_ref or "" for r in t.list_runs().runs) == ["after", "before"]
+    finally:
+        t.close()
