@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,81 @@ def test_a_forked_childs_first_record_while_a_parent_thread_installed_a_handler(
     with held_by_a_thread(_log._lock):
         pid = fork_and_run(child, limit=20)
     assert wait_child(pid) == 0
+
+
+def test_a_forked_child_finishes_and_counts_while_a_parent_thread_held_the_trackers_locks(
+    tmp_path: Path,
+) -> None:
+    """A parent thread was finishing a run (the finish lock) and counting a failure
+    (the failure lock) at fork(): the child's tracker still finishes its own runs and
+    counts its own failures."""
+    from exectrack import ExecutionTracker
+
+    t = ExecutionTracker(f"sqlite:///{tmp_path / 'runs.db'}", durability="sync", strict=False)
+
+    def child() -> int:
+        h = t.start("skill", "child")
+        h.update_metadata(Unreadable())  # counted under the failure lock
+        if t.stats().failures != 1:
+            return 3
+        return 0 if h.finish_success().applied else 2
+
+    try:
+        with held_by_a_thread(t._finish_lock), held_by_a_thread(t._failures._lock):
+            pid = fork_and_run(child, limit=20)
+        assert wait_child(pid) == 0
+        assert [r.source_ref for r in t.list_runs().runs] == ["child"]
+    finally:
+        t.close()
+
+
+class Unreadable(Mapping[str, object]):
+    """A mapping whose keys cannot be read."""
+
+    def __getitem__(self, key: str) -> object:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("unreadable")
+
+    def __len__(self) -> int:
+        return 1
+
+    def keys(self) -> Any:
+        raise RuntimeError("unreadable")
+
+
+def test_a_forked_childs_breaker_is_closed_though_the_parents_was_open(tmp_path: Path) -> None:
+    """The parent's breaker was open (a store that did not answer) with its probe
+    thread running: the child has no probe thread, so it starts closed and writes."""
+    from exectrack import ExecutionTracker
+    from exectrack.errors import StoreUnavailableError
+    from exectrack.stores import open_store
+    from exectrack.testing import FailingStore
+
+    class ProbeFails(FailingStore):
+        def schema_version(self) -> int:  # the probe's read: the breaker stays open
+            self._check("schema_version")
+            return super().schema_version()
+
+    store = ProbeFails(
+        open_store(f"sqlite:///{tmp_path / 'runs.db'}"),
+        fail={"schema_version"},
+        error=StoreUnavailableError("down"),
+    )
+    t = ExecutionTracker(store, durability="sync", strict=False)
+    assert t._breaker is not None
+    t._breaker.trip(StoreUnavailableError("down"), waited=1.0)  # as after a slow failure
+    assert t.stats().unavailable
+
+    def child() -> int:
+        return 0 if t.start("skill", "child").recorded else 2
+
+    try:
+        pid = fork_and_run(child, limit=20)
+        assert wait_child(pid) == 0
+        assert t.stats().unavailable  # the parent's is still open
+        assert [r.source_ref for r in t.list_runs().runs] == ["child"]
+    finally:
+        store.fail = set()
+        t.close()
