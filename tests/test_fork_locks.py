@@ -104,11 +104,16 @@ def test_a_forked_child_finishes_and_counts_while_a_parent_thread_held_the_track
     """A parent thread was finishing a run (the finish lock) and counting a failure
     (the failure lock) at fork(): the child's tracker still finishes its own runs and
     counts its own failures."""
-    from exectrack import ExecutionTracker
+    from exectrack import ExecutionTracker, RunStatus
+    from exectrack.stores import FinishResult
 
     t = ExecutionTracker(f"sqlite:///{tmp_path / 'runs.db'}", durability="sync", strict=False)
 
+    parents = t.start("skill", "parent")
+
     def child() -> int:
+        if parents.finish_success() != FinishResult(False, None):  # not the child's
+            return 4
         h = t.start("skill", "child")
         h.update_metadata(Unreadable())  # counted under the failure lock
         if t.stats().failures != 1:
@@ -119,7 +124,11 @@ def test_a_forked_child_finishes_and_counts_while_a_parent_thread_held_the_track
         with held_by_a_thread(t._finish_lock), held_by_a_thread(t._failures._lock):
             pid = fork_and_run(child, limit=20)
         assert wait_child(pid) == 0
-        assert [r.source_ref for r in t.list_runs().runs] == ["child"]
+        assert parents.status is RunStatus.RUNNING
+        assert sorted((r.source_ref, r.status.value) for r in t.list_runs().runs) == [
+            ("child", "success"),
+            ("parent", "running"),
+        ]
     finally:
         t.close()
 

@@ -5,6 +5,7 @@ a finish of a run this process did not start, and repr."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -399,3 +400,168 @@ def test_a_store_that_fails_slowly_opens_the_breaker_until_it_answers(tmp_path: 
         assert sorted(r.source_ref or "" for r in t.list_runs().runs) == ["after", "before"]
     finally:
         t.close()
+
+
+# -- finishing: what each path answers ---------------------------------------------------
+
+
+def test_finishing_an_open_run_by_id_updates_its_handle(either: ExecutionTracker) -> None:
+    h = either.start("skill")
+    assert either.finish_error(h.id, code="quota") == FinishResult(True, RunStatus.ERROR)
+    assert (h.status, h.finished) == (RunStatus.ERROR, True)
+    assert error_fields(stored(either, h.id)) == (RunStatus.ERROR, "quota", "quota", False)
+
+
+def test_a_finish_is_answered_with_the_status_it_queued_or_stored(
+    either: ExecutionTracker,
+) -> None:
+    h = either.start("skill")
+    assert h.finish_with_status("canceled") == FinishResult(True, RunStatus.CANCELED)
+
+
+def test_a_finish_of_a_run_that_was_not_recorded_applies_locally(db_url: str) -> None:
+    with ExecutionTracker(db_url, strict=True, enabled=False) as off:
+        h = off.start("skill")
+        assert h.finish_error(code="x") == FinishResult(True, RunStatus.ERROR)
+        assert h.finish_success() == FinishResult(False, RunStatus.ERROR)
+
+
+def test_an_unprintable_message_is_counted_and_stored_as_a_placeholder(db_url: str) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    t = ExecutionTracker(db_url, durability="sync", strict=False)
+    try:
+        h = t.start("skill")
+        h.finish_error(code="x", message=Unprintable())  # type: ignore[arg-type]
+        assert stored(t, h.id).error_message == "<unprintable Unprintable>"
+        assert t.stats().failures_by_cause == {"unprintable value: RuntimeError: no text": 1}
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("lease", [0, -1])
+def test_a_lease_must_be_positive(db_url: str, lease: float) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        ExecutionTracker(db_url, lease=lease)
+    assert str(info.value) == f"lease={lease}: must be > 0 seconds (or None)"
+
+
+def test_a_lease_under_a_second_is_allowed(db_url: str) -> None:
+    with ExecutionTracker(db_url, lease=0.5, heartbeat_interval=0.1) as t:
+        assert t.lease == 0.5
+
+
+def test_a_background_failure_is_raised_at_the_next_call_in_strict_mode(
+    tmp_path: Path,
+) -> None:
+    """Strict, default write path: the writer's failure is kept and raised by the next
+    start, once; a finish raises it too."""
+    store = FailingStore(open_store(f"sqlite:///{tmp_path / 'runs.db'}"), fail={"apply"})
+    t = ExecutionTracker(store, strict=True)
+
+    def failed(times: int) -> None:  # the writer's failures, counted (stats never raise)
+        deadline = time.monotonic() + 30
+        while t.stats().failures < times:
+            assert time.monotonic() < deadline, "the writer never failed"
+            time.sleep(0.01)
+
+    try:
+        first = t.start("skill")
+        failed(1)
+        with pytest.raises(StoreError, match="injected store failure"):
+            t.start("skill")
+        second = t.start("skill")  # raised once: this one is queued
+        failed(2)
+        with pytest.raises(StoreError, match="injected store failure"):
+            second.finish_success()
+        assert first.status is RunStatus.RUNNING
+    finally:
+        store.fail = set()
+        t.close()
+
+
+class Gate(FailingStore):
+    """A store whose first apply waits for ``release``; it records each batch's size."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, fail=set())
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+
+    def apply(self, commands: Any) -> Any:
+        self.batches.append(len(commands))
+        if len(self.batches) == 1:
+            self.entered.set()
+            assert self.release.wait(30)
+        return super().apply(commands)
+
+
+def test_a_finish_folds_into_its_still_queued_create(tmp_path: Path) -> None:
+    """The default write path: a run finished while its create still waits is one
+    command, one row write."""
+    store = Gate(open_store(f"sqlite:///{tmp_path / 'runs.db'}"))
+    t = ExecutionTracker(store, strict=True)
+    try:
+        t.start("skill", "holds the writer")
+        assert store.entered.wait(30)
+        h = t.start("skill", "folded")
+        assert h.finish_success() == FinishResult(True, RunStatus.SUCCESS)
+        store.release.set()
+        assert t.flush(30)
+        assert store.batches == [1, 1]
+        assert stored(t, h.id).status is RunStatus.SUCCESS
+    finally:
+        store.release.set()
+        t.close()
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_while_the_process_is_ending_a_cancelled_run_is_a_shutdown(
+    db_url: str, durability: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once SIGTERM was passed on (exectrack's handler sets _exit.terminating; the
+    real signal is tested in test_crash_and_shutdown.py), a run its server cancelled
+    ends as canceled/shutdown; other endings keep theirs."""
+    import asyncio
+
+    from exectrack import _exit
+
+    with ExecutionTracker(db_url, strict=True, durability=durability) as t:
+        monkeypatch.setattr(_exit, "terminating", True)
+
+        @t.with_run("chat", "cancelled")
+        async def cancelled() -> None:
+            raise asyncio.CancelledError
+
+        @t.with_run("chat", "fine")
+        def fine() -> None:
+            return None
+
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(cancelled())
+        fine()
+        monkeypatch.setattr(_exit, "terminating", False)
+        t.flush()
+        ends = {r.source_ref: (r.status, r.error_code) for r in t.list_runs().runs}
+        assert ends == {
+            "cancelled": (RunStatus.CANCELED, "shutdown"),
+            "fine": (RunStatus.SUCCESS, None),
+        }
+
+
+def test_a_run_of_an_earlier_fork_generation_is_not_finished(
+    t: ExecutionTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a forked child sees of its parent's runs (its fork generation is one more:
+    the real fork is in test_fork_locks.py): finishing one changes nothing here."""
+    from exectrack import _owner
+
+    h = t.start("skill")
+    with monkeypatch.context() as m:
+        m.setattr(_owner, "generation", _owner.generation + 1)
+        assert h.finish_success() == FinishResult(False, None)
+        assert t.finish_success(h.id) == FinishResult(False, None)
+    assert (h.status, stored(t, h.id).status) == (RunStatus.RUNNING, RunStatus.RUNNING)
