@@ -565,3 +565,60 @@ def test_a_run_of_an_earlier_fork_generation_is_not_finished(
         assert h.finish_success() == FinishResult(False, None)
         assert t.finish_success(h.id) == FinishResult(False, None)
     assert (h.status, stored(t, h.id).status) == (RunStatus.RUNNING, RunStatus.RUNNING)
+
+
+# -- construction and what a start stores ------------------------------------------------
+
+
+def test_a_start_stores_its_refs_and_its_lease(db_url: str, clock: FakeClock) -> None:
+    with ExecutionTracker(db_url, durability="sync", clock=clock, lease=30) as t:
+        bare = t.start("skill")
+        full = t.start("skill", "ref", "session")
+        assert (stored(t, bare.id).source_ref, stored(t, bare.id).session_id) == (None, None)
+        assert (stored(t, full.id).source_ref, stored(t, full.id).session_id) == (
+            "ref",
+            "session",
+        )
+        assert stored(t, bare.id).lease_until == datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+
+
+def test_an_unprintable_session_id_is_counted(db_url: str) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    with ExecutionTracker(db_url, durability="sync", strict=False) as t:
+        h = t.start("skill", session_id=Unprintable())  # type: ignore[arg-type]
+        assert stored(t, h.id).session_id == "<unprintable Unprintable>"
+        assert t.stats().failures_by_cause == {"unprintable value: RuntimeError: no text": 1}
+
+
+@pytest.mark.parametrize(
+    ("env", "given", "reaper"),
+    [(None, None, False), ("1", None, True), ("1", False, False), (None, True, True)],
+)
+def test_the_reaper_switch_argument_beats_the_environment(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, env: str | None, given: bool | None, reaper: bool
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("EXECTRACK_REAPER", env)
+    with ExecutionTracker(db_url, reaper=given, reap_interval=60) as t:
+        assert t.reaper is reaper
+        assert t.monitor is not None
+        assert t.monitor.reap_interval == (60 if reaper else None)
+
+
+def test_the_monitor_follows_the_lease_and_the_switch(db_url: str) -> None:
+    """A lease (the default) or the reaper needs a monitor, tracking off needs none; its
+    heartbeat is a third of the lease unless given."""
+    with ExecutionTracker(db_url, lease=9) as t:
+        assert t.monitor is not None
+        assert (t.monitor.lease, t.monitor.heartbeat_interval) == (9, 3)
+    with ExecutionTracker(db_url, lease=9, heartbeat_interval=2) as t:
+        assert t.monitor is not None and t.monitor.heartbeat_interval == 2
+    with ExecutionTracker(db_url, lease=None, reaper=False) as t:
+        assert t.monitor is None
+    with ExecutionTracker(db_url, lease=None, reaper=True, reap_interval=60) as t:
+        assert t.monitor is not None and t.monitor.lease is None
+    with ExecutionTracker(db_url, lease=9, reaper=True, enabled=False) as t:
+        assert t.monitor is None
