@@ -622,3 +622,54 @@ def test_the_monitor_follows_the_lease_and_the_switch(db_url: str) -> None:
         assert t.monitor is not None and t.monitor.lease is None
     with ExecutionTracker(db_url, lease=9, reaper=True, enabled=False) as t:
         assert t.monitor is None
+
+
+@pytest.mark.parametrize("beat", [0, 9, 10])
+def test_the_heartbeat_must_be_shorter_than_the_lease(db_url: str, beat: float) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        ExecutionTracker(db_url, lease=9, heartbeat_interval=beat)
+    assert str(info.value) == (
+        f"heartbeat_interval={beat}: must be > 0 and shorter than the lease (9)"
+    )
+
+
+def test_given_settings_are_used_instead_of_the_environment(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exectrack._config import Settings
+
+    monkeypatch.setenv("EXECTRACK_ENABLED", "1")
+    with ExecutionTracker(db_url, settings=Settings(enabled=False, strict=True)) as t:
+        assert (t.enabled, t.strict) == (False, True)
+
+
+def test_a_bad_durability_is_named(db_url: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        ExecutionTracker(db_url, durability="fast")  # type: ignore[arg-type]
+    assert str(info.value) == "durability='fast': use 'async' or 'sync'"
+
+
+def test_a_given_classifier_is_used(db_url: str) -> None:
+    from exectrack import ErrorClassifier
+
+    class QuotaError(Exception):
+        pass
+
+    classifier = ErrorClassifier()
+    classifier.register(QuotaError, "quota", retryable=True)
+    with ExecutionTracker(db_url, durability="sync", classifier=classifier) as t:
+        h = t.start("skill")
+        h.finish_error(QuotaError("over"))
+        assert error_fields(stored(t, h.id)) == (RunStatus.ERROR, "quota", "over", True)
+
+
+def test_close_closes_the_store_it_opened_and_only_that(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    opened = ExecutionTracker(url, durability="sync")
+    opened.close()
+    with pytest.raises(StoreError, match="is closed"):
+        opened.store.get("x")
+    given = open_store(url)
+    ExecutionTracker(given, durability="sync").close()
+    assert given.get("x") is None  # still open
+    given.close()
