@@ -673,3 +673,66 @@ def test_close_closes_the_store_it_opened_and_only_that(tmp_path: Path) -> None:
     ExecutionTracker(given, durability="sync").close()
     assert given.get("x") is None  # still open
     given.close()
+
+
+def test_close_closes_the_store_it_opened_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXECTRACK_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    t = ExecutionTracker(durability="sync")
+    t.close()
+    with pytest.raises(StoreError, match="is closed"):
+        t.store.get("x")
+
+
+def test_runs_carry_the_owner_given(db_url: str) -> None:
+    with ExecutionTracker(db_url, durability="sync", owner="worker-7") as t:
+        h = t.start("skill")
+        assert (t.owner, stored(t, h.id).owner) == ("worker-7", "worker-7")
+
+
+def test_a_store_that_is_down_is_noted_once_and_writes_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default write path keeps its writes queued while the store is unavailable,
+    says so once (not counted as a failure), and writes them when it answers."""
+    store = FailingStore(
+        open_store(f"sqlite:///{tmp_path / 'runs.db'}"),
+        fail={"apply"},
+        error=StoreUnavailableError("down"),
+    )
+    t = ExecutionTracker(store, strict=False)
+    try:
+        h = t.start("skill")
+        deadline = time.monotonic() + 30
+        while not t.stats().unavailable:
+            assert time.monotonic() < deadline, "the writer never saw the store down"
+            time.sleep(0.01)
+        s = t.stats()
+        assert (s.queued, s.failures, s.dropped) == (1, 0, 0)
+        notes = [r.getMessage() for r in caplog.records if "kept queued" in r.getMessage()]
+        assert notes == [
+            "exectrack: store unavailable: StoreUnavailableError: down; "
+            "writes are kept queued until it answers"
+        ]
+        store.fail = set()
+        assert t.flush(30)
+        assert stored(t, h.id).status is RunStatus.RUNNING
+    finally:
+        store.fail = set()
+        t.close()
+
+
+def test_the_queue_size_is_the_writers(tmp_path: Path) -> None:
+    """Runs started while the writer's queue is full are dropped and counted."""
+    store = Gate(open_store(f"sqlite:///{tmp_path / 'runs.db'}"))
+    t = ExecutionTracker(store, strict=False, queue_size=2)
+    try:
+        t.start("skill", "holds the writer")
+        assert store.entered.wait(30)
+        handles = [t.start("skill", f"r{i}") for i in range(4)]
+        assert [h.recorded for h in handles] == [True, True, False, False]
+        assert t.stats().dropped == 2
+    finally:
+        store.release.set()
+        t.close()
