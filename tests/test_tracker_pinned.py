@@ -704,14 +704,17 @@ def test_a_store_that_is_down_is_noted_once_and_writes_wait(
     t = ExecutionTracker(store, strict=False)
     try:
         h = t.start("skill")
+
+        def notes() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "kept queued" in r.getMessage()]
+
         deadline = time.monotonic() + 30
-        while not t.stats().unavailable:
+        while not (t.stats().unavailable and notes()):  # the writer logs after it marks
             assert time.monotonic() < deadline, "the writer never saw the store down"
             time.sleep(0.01)
         s = t.stats()
         assert (s.queued, s.failures, s.dropped) == (1, 0, 0)
-        notes = [r.getMessage() for r in caplog.records if "kept queued" in r.getMessage()]
-        assert notes == [
+        assert notes() == [
             "exectrack: store unavailable: StoreUnavailableError: down; "
             "writes are kept queued until it answers"
         ]
