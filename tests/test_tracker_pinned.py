@@ -739,3 +739,80 @@ def test_the_queue_size_is_the_writers(tmp_path: Path) -> None:
     finally:
         store.release.set()
         t.close()
+
+
+def test_durations_are_measured_from_the_runs_own_start(
+    t: ExecutionTracker, clock: FakeClock
+) -> None:
+    clock.advance(90)  # the tracker's clock is well past zero when the run starts
+    h = t.start("chat")
+    clock.advance(0.25)
+    h.add_items()
+    clock.advance(1.25)
+    h.finish_success()
+    run = stored(t, h.id)
+    assert (run.duration_ms, run.first_item_ms) == (1500.0, 250.0)
+
+
+def test_a_sync_finish_of_a_run_whose_row_was_deleted(t: ExecutionTracker, db_url: str) -> None:
+    """Someone deleted the row: the store finishes nothing, the handle keeps its own
+    status, the host is told it did not apply."""
+    import sqlite3
+
+    h = t.start("skill")
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("DELETE FROM runs WHERE id = ?", (h.id,))
+    assert h.finish_success() == FinishResult(False, None)
+    assert h.status is RunStatus.SUCCESS
+
+
+def test_an_unprintable_annotation_is_counted(db_url: str) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+        __repr__ = __str__
+
+    with ExecutionTracker(db_url, durability="sync", strict=False) as t:
+        h = t.start("skill")
+        h.annotate(v=Unprintable())
+        h.finish_success()
+        assert t.stats().failures == 1
+        assert "v" in stored(t, h.id).metadata
+
+
+class SlowFinish(FailingStore):
+    """A store whose first finish waits for ``release`` (a slow commit)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, fail=set())
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def finish(self, cmd: Any) -> Any:
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().finish(cmd)
+
+
+def test_a_racing_sync_finisher_is_told_what_the_store_kept(db_url: str) -> None:
+    """While one thread's finish is being written, a second finish of the same handle
+    waits for it and is told the status the store kept (here: the reaper's, which
+    got there first), not the first thread's wish."""
+    store = SlowFinish(open_store(db_url))
+    t = ExecutionTracker(store, durability="sync", strict=True)
+    try:
+        h = t.start("skill")
+        first = threading.Thread(target=h.finish_success)
+        first.start()
+        assert store.entered.wait(30)
+        with ExecutionTracker(db_url, durability="sync") as reaper:
+            reaper.finish_with_status(h.id, "timeout", error_code="lease_expired")
+        threading.Timer(0.2, store.release.set).start()  # after the second finish waits
+        assert h.finish_error(ValueError("x")) == FinishResult(False, RunStatus.TIMEOUT)
+        first.join(30)
+        assert not first.is_alive()
+        assert h.status is RunStatus.TIMEOUT
+    finally:
+        store.release.set()
+        t.close()
