@@ -6,13 +6,14 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import exectrack
-from exectrack import ExecutionTracker
+from exectrack import ExecutionTracker, FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +53,23 @@ def tracker(db_url: str) -> Iterator[ExecutionTracker]:
 def sync_tracker(db_url: str) -> Iterator[ExecutionTracker]:
     """The same, committing before start/finish return."""
     t = ExecutionTracker(db_url, strict=True, durability="sync")
+    yield t
+    t.close()
+
+
+CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at 2026-01-01T00:00:00Z; tests move it with ``advance``."""
+    return FakeClock(CLOCK_START)
+
+
+@pytest.fixture
+def clocked(db_url: str, clock: FakeClock) -> Iterator[ExecutionTracker]:
+    """A strict tracker committing before start/finish return, on ``clock``."""
+    t = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
     yield t
     t.close()
 

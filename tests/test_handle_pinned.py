@@ -15,19 +15,11 @@ from exectrack import ExecutionTracker, FakeClock, Run, RunStatus
 from exectrack._handle import null_handle
 from exectrack.stores import FinishResult
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def t(db_url: str, clock: FakeClock) -> Iterator[ExecutionTracker]:
-    tracker = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
-    yield tracker
-    tracker.close()
+def t(clocked: ExecutionTracker) -> ExecutionTracker:
+    """A strict tracker, committing before it returns, on the fake clock."""
+    return clocked
 
 
 def stored(t: ExecutionTracker, run_id: str) -> Run:

@@ -19,19 +19,11 @@ from exectrack.errors import StoreError, StoreUnavailableError
 from exectrack.stores import FinishResult, open_store
 from exectrack.testing import FailingStore
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def t(db_url: str, clock: FakeClock) -> Iterator[ExecutionTracker]:
-    tracker = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
-    yield tracker
-    tracker.close()
+def t(clocked: ExecutionTracker) -> ExecutionTracker:
+    """A strict tracker, committing before it returns, on the fake clock."""
+    return clocked
 
 
 @pytest.fixture(params=["sync", "async"])

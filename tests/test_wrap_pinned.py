@@ -17,19 +17,11 @@ import exectrack
 from exectrack import ErrorInfo, ExecutionTracker, FakeClock, Run, RunStatus
 from exectrack._context import current as current_var
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def t(db_url: str, clock: FakeClock) -> Iterator[ExecutionTracker]:
-    tracker = ExecutionTracker(db_url, strict=True, durability="sync", clock=clock)
-    yield tracker
-    tracker.close()
+def t(clocked: ExecutionTracker) -> ExecutionTracker:
+    """A strict tracker, committing before it returns, on the fake clock."""
+    return clocked
 
 
 @pytest.fixture
