@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import exectrack
-from exectrack import ExecutionTracker, FakeClock
+from exectrack import ExecutionTracker, FakeClock, _exit
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +28,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EXECTRACK_STRICT", "1")
+    # A test that sends SIGTERM to its own process (a server stopped by a real signal)
+    # passes through exectrack's chained hook, which marks the process as ending: the
+    # next test's cancelled runs would be recorded as shutdown.
+    monkeypatch.setattr(_exit, "terminating", False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     previous = exectrack.set_tracker(None)
     yield
