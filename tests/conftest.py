@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -32,6 +33,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     # passes through exectrack's chained hook, which marks the process as ending: the
     # next test's cancelled runs would be recorded as shutdown.
     monkeypatch.setattr(_exit, "terminating", False)
+    # The same signal sets sse-starlette's process-wide "server is exiting" flag, which
+    # ends every later Server-Sent Events stream at once.
+    sse = sys.modules.get("sse_starlette.sse")
+    if sse is not None:
+        monkeypatch.setattr(sse.AppStatus, "should_exit", False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     previous = exectrack.set_tracker(None)
     yield
