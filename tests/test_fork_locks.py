@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from exectrack import _default
 from exectrack.integrations._watchdog import Watchdog
 from forking import fork_and_run, held_by_a_thread, wait_child
+from test_handle_pinned import Broken
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 
@@ -115,7 +115,7 @@ def test_a_forked_child_finishes_and_counts_while_a_parent_thread_held_the_track
         if parents.finish_success() != FinishResult(False, None):  # not the child's
             return 4
         h = t.start("skill", "child")
-        h.update_metadata(Unreadable())  # counted under the failure lock
+        h.update_metadata(Broken())  # counted under the failure lock
         if t.stats().failures != 1:
             return 3
         return 0 if h.finish_success().applied else 2
@@ -131,22 +131,6 @@ def test_a_forked_child_finishes_and_counts_while_a_parent_thread_held_the_track
         ]
     finally:
         t.close()
-
-
-class Unreadable(Mapping[str, object]):
-    """A mapping whose keys cannot be read."""
-
-    def __getitem__(self, key: str) -> object:
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        raise RuntimeError("unreadable")
-
-    def __len__(self) -> int:
-        return 1
-
-    def keys(self) -> Any:
-        raise RuntimeError("unreadable")
 
 
 def test_a_forked_childs_breaker_is_closed_though_the_parents_was_open(tmp_path: Path) -> None:

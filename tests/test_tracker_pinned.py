@@ -33,6 +33,15 @@ def either(request: pytest.FixtureRequest, db_url: str) -> Iterator[ExecutionTra
     tracker.close()
 
 
+class Unprintable:
+    """A value whose text cannot be had."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
 def stored(t: ExecutionTracker, run_id: str) -> Run:
     t.flush()
     run = t.get_run(run_id)
@@ -419,10 +428,6 @@ def test_a_finish_of_a_run_that_was_not_recorded_applies_locally(db_url: str) ->
 
 
 def test_an_unprintable_message_is_counted_and_stored_as_a_placeholder(db_url: str) -> None:
-    class Unprintable:
-        def __str__(self) -> str:
-            raise RuntimeError("no text")
-
     t = ExecutionTracker(db_url, durability="sync", strict=False)
     try:
         h = t.start("skill")
@@ -575,10 +580,6 @@ def test_a_start_stores_its_refs_and_its_lease(db_url: str, clock: FakeClock) ->
 
 
 def test_an_unprintable_session_id_is_counted(db_url: str) -> None:
-    class Unprintable:
-        def __str__(self) -> str:
-            raise RuntimeError("no text")
-
     with ExecutionTracker(db_url, durability="sync", strict=False) as t:
         h = t.start("skill", session_id=Unprintable())  # type: ignore[arg-type]
         assert stored(t, h.id).session_id == "<unprintable Unprintable>"
@@ -759,12 +760,6 @@ def test_a_sync_finish_of_a_run_whose_row_was_deleted(t: ExecutionTracker, db_ur
 
 
 def test_an_unprintable_annotation_is_counted(db_url: str) -> None:
-    class Unprintable:
-        def __str__(self) -> str:
-            raise RuntimeError("no text")
-
-        __repr__ = __str__
-
     with ExecutionTracker(db_url, durability="sync", strict=False) as t:
         h = t.start("skill")
         h.annotate(v=Unprintable())

@@ -292,9 +292,7 @@ def _cmd_legacy_check(args: argparse.Namespace, store: Store | None) -> int:
     fmt.out(f"legacy by status: {legacy_s or '-'}")
     fmt.out(f"runs by status:   {runs_s or '-'}")
     shown = result.disagreements[: args.show]
-    if result.disagreements and not shown:  # --show 0: counted, not listed
-        fmt.out(f"{len(result.disagreements)} disagreeing row(s) (list them: --show N or --json)")
-    elif shown:
+    if shown:
         fmt.out(f"{len(result.disagreements)} disagreeing row(s):")
         fmt.table(
             ["KIND", "TASK", "STARTED", "LEGACY", "RUN", "LEGACY MS", "RUN MS", "RUN ID"],
@@ -315,6 +313,8 @@ def _cmd_legacy_check(args: argparse.Namespace, store: Store | None) -> int:
         )
         if len(result.disagreements) > len(shown):
             fmt.out(f"... {len(result.disagreements) - len(shown)} more (use --show N or --json)")
+    elif result.disagreements:  # --show 0: counted, not listed
+        fmt.out(f"{len(result.disagreements)} disagreeing row(s) (list them: --show N or --json)")
     else:
         fmt.out("no disagreeing rows")
     if below:
