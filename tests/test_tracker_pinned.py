@@ -8,13 +8,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from exectrack import ExecutionTracker, FakeClock, InvalidArgumentError, Run, RunStatus
+from exectrack import (
+    ErrorInfo,
+    ExecutionTracker,
+    FakeClock,
+    InvalidArgumentError,
+    Run,
+    RunStatus,
+)
 from exectrack.errors import StoreError, StoreUnavailableError
 from exectrack.stores import FinishResult, open_store
 from exectrack.testing import FailingStore
@@ -200,6 +207,66 @@ def test_mark_running_a_run_this_process_did_not_start(db_url: str, t: Execution
         assert stored(t, h.id).status is RunStatus.RUNNING
 
 
+def test_mark_running_another_process_run_through_the_background_writer(db_url: str) -> None:
+    with (
+        ExecutionTracker(db_url, strict=True, durability="sync") as other,
+        ExecutionTracker(db_url, strict=True) as t,
+    ):
+        h = other.start("skill", queued=True)
+        assert t.mark_running(h.id) == FinishResult(True, RunStatus.RUNNING)
+        assert t.mark_running(h.id) == FinishResult(False, RunStatus.RUNNING)
+        assert t.mark_running("no-such-run") == FinishResult(False, None)
+        assert stored(t, h.id).status is RunStatus.RUNNING
+
+
+class Gated(FailingStore):
+    """A store whose first batch waits until ``release`` is set (a slow commit)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(open_store(url), fail=set())
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _check(self, op: str) -> None:
+        if op == "apply" and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        super()._check(op)
+
+
+def test_a_queued_run_marked_running_before_it_was_written_is_written_once(
+    db_url: str, clock: FakeClock
+) -> None:
+    """Still waiting in the writer's queue, the queued run is written running, as of
+    its start (one write); once written, marking it is a write of its own, at its
+    own time."""
+    store = Gated(db_url)
+    t = ExecutionTracker(store, strict=True, clock=clock)
+    try:
+        t.start("skill", "first")  # the writer takes it and waits in the store
+        assert store.entered.wait(30)
+        waiting = t.start("skill", queued=True)
+        started = clock.now()
+        clock.advance(5)
+        assert t.mark_running(waiting) == FinishResult(True, RunStatus.RUNNING)
+        store.release.set()
+        run = stored(t, waiting.id)
+        assert (run.status, run.heartbeat_at, run.updated_at) == (
+            RunStatus.RUNNING,
+            started,
+            started,
+        )
+        written = t.start("skill", queued=True)
+        t.flush()
+        clock.advance(5)
+        assert t.mark_running(written) == FinishResult(True, RunStatus.RUNNING)
+        run = stored(t, written.id)
+        assert (run.status, run.heartbeat_at) == (RunStatus.RUNNING, clock.now())
+    finally:
+        store.release.set()
+        t.close()
+
+
 def test_mark_running_a_run_that_was_not_recorded(db_url: str) -> None:
     """Switched off, a queued handle still moves to running, locally."""
     with ExecutionTracker(db_url, strict=True, enabled=False) as off:
@@ -254,7 +321,54 @@ def test_a_foreign_finish_keeps_the_metadata_limit(db_url: str) -> None:
     ):
         h = other.start("skill", metadata={"a": 1})
         t.finish_success(h.id, metadata={"big": "x" * 500})
-        assert dict(stored(t, h.id).metadata) == {"a": 1, "_truncated": {"original_bytes": 516}}
+        assert dict(stored(t, h.id).metadata) == CUT_TO_64
+
+
+# {"a": 1} and then {"big": "x" * 500} under a limit of 64 bytes: the text cut while
+# it is normalised (to the 256-character floor), then the whole dropped for its size.
+CUT_TO_64 = {"a": 1, "_truncated": {"dropped_chars": 244, "original_bytes": 307}}
+
+
+def test_a_finish_and_annotations_keep_the_metadata_limit(db_url: str) -> None:
+    """The limit applies to what a finish adds and to what was added before it, as
+    for a run this process did not start."""
+    with ExecutionTracker(db_url, strict=True, durability="sync", metadata_limit=64) as t:
+        by_finish = t.start("skill", metadata={"a": 1})
+        by_finish.finish_success(metadata={"big": "x" * 500})
+        annotated = t.start("skill", metadata={"a": 1})
+        annotated.update_metadata({"big": "x" * 500})
+        annotated.finish_success()
+        assert dict(stored(t, by_finish.id).metadata) == CUT_TO_64
+        assert dict(stored(t, annotated.id).metadata) == CUT_TO_64
+
+
+@pytest.mark.parametrize("foreign", [False, True])
+def test_unusable_finish_metadata_is_counted_and_the_run_still_ends(
+    db_url: str, foreign: bool
+) -> None:
+    with (
+        ExecutionTracker(db_url, durability="sync") as other,
+        ExecutionTracker(db_url, strict=False, durability="sync") as t,
+    ):
+        h = (other if foreign else t).start("skill", metadata={"a": 1})
+        cyclic: dict[str, Any] = {"ok": 2}
+        cyclic["self"] = cyclic
+        assert t.finish_success(h.id, metadata=["not", "a", "mapping"]) == FinishResult(  # type: ignore[arg-type]
+            True, RunStatus.SUCCESS
+        )
+        run = stored(t, h.id)
+        assert (run.status, dict(run.metadata)) == (RunStatus.SUCCESS, {"a": 1})
+        h2 = (other if foreign else t).start("skill", metadata={"a": 1})
+        t.finish_success(h2.id, metadata={"cyclic": cyclic, "bad": Unprintable()})
+        assert dict(stored(t, h2.id).metadata) == {
+            "a": 1,
+            "cyclic": {"ok": 2, "self": "[cycle]"},
+            "bad": "<unprintable Unprintable>",
+        }
+        assert t.stats().failures_by_cause == {
+            "metadata: InvalidArgumentError: metadata must be a mapping (a dict), not list": 1,
+            "unprintable value: RuntimeError: no text": 1,
+        }
 
 
 def test_a_foreign_finish_while_switched_off_writes_nothing(db_url: str) -> None:
@@ -285,14 +399,19 @@ def test_a_foreign_finish_on_a_store_that_fails(tmp_path: Path) -> None:
             t.close()
 
 
-def test_a_foreign_finish_with_metadata_that_is_not_a_mapping(
+def test_unusable_finish_metadata_in_strict_mode_is_raised_once_the_run_ended(
     db_url: str, t: ExecutionTracker
 ) -> None:
+    """As for any value problem: counted at the finish, raised by the next check."""
     with ExecutionTracker(db_url, strict=True, durability="sync") as other:
-        h = other.start("skill")
-        with pytest.raises(InvalidArgumentError):
-            t.finish_success(h.id, metadata=42)  # type: ignore[arg-type]
-        assert stored(t, h.id).status is RunStatus.RUNNING
+        for starter in (t, other):
+            h = starter.start("skill")
+            assert t.finish_success(h.id, metadata=42) == FinishResult(  # type: ignore[arg-type]
+                True, RunStatus.SUCCESS
+            )
+            with pytest.raises(InvalidArgumentError, match=r"not int$"):
+                t.flush()
+            assert stored(t, h.id).status is RunStatus.SUCCESS
 
 
 # -- repr --------------------------------------------------------------------------------
@@ -803,3 +922,35 @@ def test_a_racing_sync_finisher_is_told_what_the_store_kept(db_url: str) -> None
     finally:
         store.release.set()
         t.close()
+
+
+# -- with_run ----------------------------------------------------------------------------
+
+
+def test_with_run_records_every_field_it_is_given(t: ExecutionTracker, clock: FakeClock) -> None:
+    def refuse(result: Any) -> ErrorInfo | None:
+        return ErrorInfo("refused", f"got {result}") if result == "no" else None
+
+    tracked = t.with_run(
+        "skill", "ref", "sess", {"k": 1}, deadline=timedelta(seconds=30), classify_result=refuse
+    )
+    with tracked as h:
+        pass
+    run = stored(t, h.id)
+    assert (run.source, run.source_ref, run.session_id, dict(run.metadata)) == (
+        "skill",
+        "ref",
+        "sess",
+        {"k": 1},
+    )
+    assert run.deadline_at == clock.now() + timedelta(seconds=30)
+    assert run.status is RunStatus.SUCCESS
+
+    @t.with_run("chat", session_id="s2", deadline=5, classify_result=refuse)
+    def answer(text: str) -> str:
+        return text
+
+    assert answer("no") == "no"
+    run = t.list_runs(source="chat").runs[0]
+    assert (run.session_id, run.deadline_at) == ("s2", clock.now() + timedelta(seconds=5))
+    assert error_fields(run) == (RunStatus.ERROR, "refused", "got no", False)

@@ -470,20 +470,24 @@ class ExecutionTracker(TrackerLifetime, TrackerReads):
         extra = handle._extra
         if not metadata and not extra:
             return None
+        return self._merged_metadata(handle._meta, extra, metadata)
+
+    def _merged_metadata(
+        self, base: Mapping[str, Any] | None, *more: Mapping[str, Any] | None
+    ) -> str | None:
+        """``base`` (already normalised) updated by each of ``more`` in turn, as JSON;
+        None when a value was unusable (counted: the run still ends)."""
         problems: Problems = []
         text = None
         try:
-            merged = dict(handle._meta) if handle._meta else {}
-            if extra:
-                merged.update(
-                    normalize_metadata(extra, limit=self.metadata_limit, problems=problems)
-                )
-            if metadata:
-                merged.update(
-                    normalize_metadata(metadata, limit=self.metadata_limit, problems=problems)
-                )
+            merged = dict(base) if base else {}
+            for fields in more:
+                if fields:
+                    merged.update(
+                        normalize_metadata(fields, limit=self.metadata_limit, problems=problems)
+                    )
             text = encode_metadata(merged, self.metadata_limit)
-        except Exception as exc:  # not a mapping, say: the run still ends
+        except Exception as exc:  # not a mapping, say
             problems.append(("metadata", exc))
         self._problems(problems)
         return text
@@ -533,10 +537,7 @@ class ExecutionTracker(TrackerLifetime, TrackerReads):
             run = self.store.get(run_id)
             if run is None or run.is_terminal:
                 return FinishResult(False, None if run is None else run.status)
-            meta_json = None
-            if metadata:
-                merged = {**run.metadata, **normalize_metadata(metadata)}
-                meta_json = encode_metadata(merged, self.metadata_limit)
+            meta_json = self._merged_metadata(run.metadata, metadata) if metadata else None
             cmd = self._finish_cmd(run_id, status, None, code, message, retryable, meta_json)
             return self.store.finish(cmd)
         except InvalidArgumentError:
