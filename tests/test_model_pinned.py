@@ -33,7 +33,14 @@ def test_parse_takes_a_status_or_its_exact_value(status: RunStatus) -> None:
 
 @pytest.mark.parametrize(
     ("bad", "shown"),
-    [("done", "'done'"), (3, "3"), (None, "None"), (b"error", "b'error'"), ("x" * 500, None)],
+    [
+        ("done", "'done'"),
+        (3, "3"),
+        (None, "None"),
+        (b"error", "b'error'"),
+        (["error"], "['error']"),  # not even hashable
+        ("x" * 500, None),
+    ],
 )
 def test_parse_refuses_anything_else_with_one_message(bad: object, shown: str | None) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
@@ -112,6 +119,7 @@ def test_now_is_the_wall_clock_in_microseconds() -> None:
     now = now_us()
     after = datetime.now(UTC)
     assert datetime_to_us(before) - 1 <= now <= datetime_to_us(after) + 1
+    assert type(now) is int
 
 
 def test_to_dict_gives_every_field_json_ready() -> None:
@@ -208,6 +216,7 @@ def test_id_layout_and_the_counter_within_one_millisecond(stopped: list[int]) ->
     assert [p[2] for p in parts] == list(range(first, first + 50))
     assert {p[3] for p in parts} == {0b10}
     assert len({p[4] for p in parts}) == 50
+    assert {p[4] & 1 for p in parts} == {0, 1}  # all 62 random bits used (2**-49 to fail)
     assert ids == sorted(ids)
     assert all(len(i) == 36 and i.count("-") == 4 and i == i.lower() for i in ids)
     assert [len(g) for g in ids[0].split("-")] == [8, 4, 4, 4, 12]

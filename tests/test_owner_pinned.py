@@ -41,13 +41,14 @@ def test_the_start_token_is_field_22_of_proc_stat() -> None:
 
 
 def test_a_process_named_with_a_paren_and_spaces_has_the_right_token(tmp_path: Path) -> None:
-    """The command name sits in parentheses and may hold ``) `` and spaces itself."""
-    odd = tmp_path / "a) 1 2 3 4"
+    """The command name sits in parentheses and may hold ``) ``, spaces and bytes
+    that are not ASCII."""
+    odd = tmp_path / "\u00e9) 1 2 3 4"
     odd.symlink_to(sys.executable)
     child = subprocess.Popen([str(odd), "-c", "import time; time.sleep(30)"])
     try:
         stat = Path(f"/proc/{child.pid}/stat").read_text()
-        assert "(a) 1 2 3 4)" in stat
+        assert "(\u00e9) 1 2 3 4)" in stat
         assert start_token(child.pid) == stat_fields(child.pid)[22 - 3]
         assert start_token(child.pid) != stat.split(")", 1)[1].split()[19]
     finally:
@@ -79,22 +80,33 @@ def test_without_a_start_time_the_token_is_random(monkeypatch: pytest.MonkeyPatc
     assert owner_alive(owner) is True  # a random token: only the pid can be checked
 
 
+def _identity() -> tuple[str, int, int, str]:
+    return process_owner(), _owner.generation, os.getpid(), stat_fields(os.getpid())[19]
+
+
 def _child_identity(queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    queue.put((process_owner(), _owner.generation, os.getpid(), stat_fields(os.getpid())[19]))
+    """Report this child's identity, then its own forked child's."""
+    process_owner()  # made here first: the grandchild must not inherit it
+    queue.put(_identity())
+    grandchild = multiprocessing.get_context("fork").Process(target=lambda: queue.put(_identity()))
+    grandchild.start()
+    grandchild.join(60)
 
 
-def test_a_forked_child_has_its_own_owner_and_a_new_generation() -> None:
+def test_forked_children_have_their_own_owner_and_a_new_generation() -> None:
     parent = process_owner()
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_child_identity, args=(queue,))
     child.start()
-    owner, generation, pid, started = queue.get(timeout=60)
+    reports = [queue.get(timeout=60), queue.get(timeout=60)]
     child.join(60)
     assert child.exitcode == 0
-    assert owner == f"{hostname()}:{pid}:{started}"
-    assert pid != os.getpid()
-    assert generation == _owner.generation + 1
+    for depth, (owner, generation, pid, started) in enumerate(reports, start=1):
+        assert owner == f"{hostname()}:{pid}:{started}"
+        assert pid != os.getpid()
+        assert generation == _owner.generation + depth
+    assert reports[0][0] != reports[1][0]
     assert process_owner() == parent
 
 
