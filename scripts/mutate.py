@@ -197,7 +197,38 @@ def sql_case_only(diff: str) -> bool:
             return False
         if _SQL_LITERAL.findall(old) != _SQL_LITERAL.findall(new):
             return False
+        changed = _changed_strings(old, new)
+        if not changed or not all(_SQL_MARK.search(text) for text in changed):
+            return False  # a plain Python string on a line of SQL ("abandoned", say)
     return True
+
+
+def _changed_strings(old: str, new: str) -> list[str] | None:
+    """The Python string literals of line ``old`` that differ in ``new``, or None when
+    anything but string literals differs (or the line cannot be tokenized)."""
+    import io
+    import tokenize
+
+    def tokens(line: str) -> list[tuple[int, str]]:
+        out = []
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(line.strip()).readline):
+                out.append((tok.type, tok.string))
+        except (tokenize.TokenError, IndentationError, SyntaxError):
+            pass  # a line cut from a longer statement: keep what came before
+        return out
+
+    a, b = tokens(old), tokens(new)
+    if len(a) != len(b):
+        return None
+    changed = []
+    for (type_a, text_a), (type_b, text_b) in zip(a, b, strict=True):
+        if text_a == text_b:
+            continue
+        if type_a != tokenize.STRING or type_b != tokenize.STRING:
+            return None
+        changed.append(text_a)
+    return changed
 
 
 def equivalent_reason(config: dict[str, Any], name: str, line: str, diff: str = "") -> str | None:
