@@ -230,7 +230,7 @@ class Gated(FailingStore):
     def _check(self, op: str) -> None:
         if op == "apply" and not self.entered.is_set():
             self.entered.set()
-            self.release.wait(30)
+            self.release.wait(600)  # longer than any test may take: a hang shows
         super()._check(op)
 
 
@@ -340,6 +340,15 @@ def test_a_finish_and_annotations_keep_the_metadata_limit(db_url: str) -> None:
         annotated.finish_success()
         assert dict(stored(t, by_finish.id).metadata) == CUT_TO_64
         assert dict(stored(t, annotated.id).metadata) == CUT_TO_64
+
+
+def test_start_metadata_keeps_the_limit_and_its_problems_are_counted(db_url: str) -> None:
+    with ExecutionTracker(db_url, strict=False, durability="sync", metadata_limit=64) as t:
+        h = t.start("skill", metadata={"a": 1, "big": "x" * 500})
+        assert dict(stored(t, h.id).metadata) == CUT_TO_64
+        bad = t.start("skill", metadata={"bad": Unprintable()})
+        assert dict(stored(t, bad.id).metadata) == {"bad": "<unprintable Unprintable>"}
+        assert t.stats().failures_by_cause == {"unprintable value: RuntimeError: no text": 1}
 
 
 @pytest.mark.parametrize("foreign", [False, True])
@@ -954,3 +963,76 @@ def test_with_run_records_every_field_it_is_given(t: ExecutionTracker, clock: Fa
     run = t.list_runs(source="chat").runs[0]
     assert (run.session_id, run.deadline_at) == ("s2", clock.now() + timedelta(seconds=5))
     assert error_fields(run) == (RunStatus.ERROR, "refused", "got no", False)
+
+
+# -- runs that are not recorded ----------------------------------------------------------
+
+
+def test_a_run_of_a_switched_off_tracker_is_not_recorded(db_url: str) -> None:
+    with ExecutionTracker(db_url, strict=True, enabled=False) as off:
+        h = off.start("skill")
+        assert h.recorded is False
+        assert h.finish_success() == FinishResult(True, RunStatus.SUCCESS)
+
+
+def test_a_run_started_once_shutdown_began_is_neither_recorded_nor_kept_open(
+    db_url: str,
+) -> None:
+    with ExecutionTracker(db_url, strict=True, durability="sync") as t:
+        before = t.start("skill")
+        assert t.shutdown() == 1
+        late = t.start("skill")
+        assert late.recorded is False
+        assert t.shutdown() == 0  # nothing of this tracker's is open
+        assert t.finish_success(late.id) == FinishResult(False, None)  # unknown here
+        assert late.finish_success() == FinishResult(True, RunStatus.SUCCESS)
+        assert [r.id for r in t.list_runs().runs] == [before.id]
+
+
+# -- a wrapper's end never raises into the host --------------------------------------------
+
+
+class BreakingClock(FakeClock):
+    """A user's clock whose monotonic time fails once ``broken`` is set."""
+
+    broken = False
+
+    def monotonic_ns(self) -> int:
+        if self.broken:
+            raise RuntimeError("clock broke")
+        return super().monotonic_ns()
+
+
+def test_a_wrapper_whose_finish_fails_returns_and_counts_it(db_url: str) -> None:
+    clock = BreakingClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with ExecutionTracker(db_url, strict=False, durability="sync", clock=clock) as t:
+        with t.with_run("skill") as h:
+            clock.broken = True
+        assert t.stats().failures_by_cause == {"finish: RuntimeError: clock broke": 1}
+        assert stored(t, h.id).status is RunStatus.RUNNING  # left to the reaper
+    strict_clock = BreakingClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with ExecutionTracker(db_url, strict=True, durability="sync", clock=strict_clock) as t:
+        with pytest.raises(RuntimeError, match="clock broke"), t.with_run("skill"):
+            strict_clock.broken = True
+
+
+def test_once_sigterm_was_seen_a_finish_waits_for_its_commit_only_so_long(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the store stuck, the finish returns after TERMINATING_FLUSH seconds (the
+    process is about to die: its commit is worth a short wait, not a hang); the
+    finish stays queued and is written once the store answers."""
+    from exectrack import _exit
+
+    store = Gated(db_url)
+    t = ExecutionTracker(store, strict=True)
+    try:
+        h = t.start("skill")
+        assert store.entered.wait(30)  # the writer holds the start, stuck in the store
+        monkeypatch.setattr(_exit, "terminating", True)
+        assert h.finish_success() == FinishResult(True, RunStatus.SUCCESS)
+        store.release.set()
+        assert stored(t, h.id).status is RunStatus.SUCCESS
+    finally:
+        store.release.set()
+        t.close()
