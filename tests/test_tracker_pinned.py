@@ -322,6 +322,10 @@ def test_a_foreign_finish_keeps_the_metadata_limit(db_url: str) -> None:
         h = other.start("skill", metadata={"a": 1})
         t.finish_success(h.id, metadata={"big": "x" * 500})
         assert dict(stored(t, h.id).metadata) == CUT_TO_64
+        # a finish that adds nothing leaves the stored metadata as the starter wrote it
+        big = other.start("skill", metadata={"big": "x" * 500})
+        t.finish_success(big.id)
+        assert dict(stored(t, big.id).metadata) == {"big": "x" * 500}
 
 
 # {"a": 1} and then {"big": "x" * 500} under a limit of 64 bytes: the text cut while
