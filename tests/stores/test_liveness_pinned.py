@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exectrack._model import RunStatus, us_to_datetime
-from exectrack.errors import StoreUnavailableError
+from exectrack.errors import StoreError, StoreUnavailableError
 from exectrack.stores import Reaped, open_store
 from exectrack.stores._liveness import HEARTBEAT_CHUNK
 
@@ -170,3 +170,51 @@ def test_only_a_reap_that_finished_runs_counts_toward_the_fold(target: Target) -
     assert store._unfolded == before + 3
     assert store.reap(T0 + 3 * S) == []
     assert store._unfolded == before + 3
+
+
+def test_runs_of_several_dead_owners_end_in_one_reap(target: Target) -> None:
+    store = target.store
+    store.apply(
+        [
+            run("a", owner="h:9:dead"),
+            run("b", owner="h:8:gone"),
+            run("c", owner="h:7:alive"),
+        ]
+    )
+    assert store.heartbeat("h:1:a", T0, T0 + S, ["a", "b", "no-such-run"]) == 0
+    reaped = store.reap(T0, dead_owners=["h:9:dead", "h:8:gone"])
+    assert sorted((r.run_id, r.reason) for r in reaped) == [
+        ("a", "dead_owner"),
+        ("b", "dead_owner"),
+    ]
+
+
+def test_a_reap_is_one_transaction(tmp_path: Path) -> None:
+    """When a later rule's write fails, what an earlier rule wrote is rolled back too:
+    no run is left half reaped, and the next reap finds them all."""
+    path = tmp_path / "runs.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        store.apply([run("dead", owner="h:9:dead"), run("late", deadline_at=T0)])
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "CREATE TRIGGER no_timeouts BEFORE UPDATE ON runs "
+                "WHEN NEW.error_code = 'deadline_exceeded' "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        db.close()
+        with pytest.raises(StoreError, match="refused"):
+            store.reap(T0 + S, dead_owners=["h:9:dead"])
+        assert {r.id: r.status for r in everything(store)} == {
+            "dead": RunStatus.RUNNING,
+            "late": RunStatus.RUNNING,
+        }
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TRIGGER no_timeouts")
+        db.close()
+        assert sorted(r.run_id for r in store.reap(T0 + S, dead_owners=["h:9:dead"])) == [
+            "dead",
+            "late",
+        ]
+    finally:
+        store.close()
