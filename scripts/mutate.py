@@ -49,7 +49,7 @@ _SECTION = re.compile(r"^\[tool\.mutmut\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
 @dataclass
 class Survivor:
     name: str
-    status: str  # survived | no tests | suspicious | not checked
+    status: str  # survived | no tests | survived in a child | suspicious | not checked
     line: str  # the mutated line, stripped
     diff: str
     reason: str | None = None  # set when listed as equivalent
@@ -63,6 +63,7 @@ class ModuleReport:
     survivors: list[Survivor] = field(default_factory=list)
     handmade: list[handmade_mutants.Outcome] = field(default_factory=list)
     import_time: int = 0  # mutants of functions run at import: out of mutmut's reach
+    child_killed: int = 0  # "no tests" mutants killed by the module's child_tests
     seconds: float = 0.0
 
     @property
@@ -333,6 +334,9 @@ def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bo
         diff, line = show(work, name)
         reason = equivalent_reason(config, name, line, diff)
         report.survivors.append(Survivor(name, status, line, diff, reason))
+    child_tests = list(config["modules"][module].get("child_tests", []))
+    if child_tests:
+        check_in_children(work, child_tests, report)
     if handmade:
         mutants = [m for m in handmade_mutants.handmade_mutants(config) if m.module == module]
         if mutants:
@@ -350,6 +354,52 @@ def run_module(module: str, config: dict[str, Any], *, fresh: bool, handmade: bo
             report.killed += 1
     report.seconds = time.monotonic() - start
     return report
+
+
+CHILD_ARGS = ("-p", "no:randomly", "--timeout=60")
+
+
+def run_child_tests(work: Path, tests: list[str], mutant: str) -> int:
+    """pytest's exit code for ``tests`` on mutmut's tree with ``mutant`` switched on
+    (an empty name: none); the processes they start inherit both."""
+    src = str(work / "mutants" / "src")
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *CHILD_ARGS, *tests],
+        cwd=work / "mutants",
+        env={**os.environ, "PYTHONPATH": path, "MUTANT_UNDER_TEST": mutant},
+        capture_output=True,
+        check=False,
+    )
+    return proc.returncode
+
+
+def check_in_children(work: Path, tests: list[str], report: ModuleReport) -> None:
+    """mutmut sees no test reach code that runs only in a child process ("no tests"):
+    run the module's ``child_tests`` (which start such processes) with each of those
+    mutants switched on, as mutmut would; a failing test kills it."""
+    unseen = [s for s in report.survivors if s.status == "no tests" and s.reason is None]
+    if not unseen:
+        return
+    print(f"   {len(unseen)} mutants no test reaches in this process: child tests", flush=True)
+    clean = run_child_tests(work, tests, "")
+    if clean != 0:
+        sys.exit(f"the child tests fail with no mutant (pytest exit {clean}): {tests}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        codes = pool.map(lambda s: run_child_tests(work, tests, s.name), unseen)
+        for i, (survivor, code) in enumerate(zip(unseen, codes, strict=True), start=1):
+            if code not in (0, 1):
+                sys.exit(f"child tests for {survivor.name}: pytest exit {code}")
+            verdict = "killed" if code == 1 else "survived"
+            print(f"   [{i}/{len(unseen)}] {verdict:8} {survivor.name}", flush=True)
+            if code == 1:
+                report.survivors.remove(survivor)
+                report.killed += 1
+                report.child_killed += 1
+            else:
+                survivor.status = "survived in a child"
 
 
 def changed_modules(config: dict[str, Any], ref: str) -> list[str]:
@@ -405,6 +455,13 @@ def render(reports: list[ModuleReport], command: str) -> str:
                 f"{r.import_time} mutants of functions that run only at import "
                 "(`[[import_time]]` in mutation.toml) are left out of the count: "
                 "their hand-made mutants measure them.",
+            ]
+        if r.child_killed:
+            lines += [
+                "",
+                f"{r.child_killed} of the killed are mutants no test reaches in this "
+                "process, killed by the module's `child_tests` (which start processes "
+                "that run the mutant).",
             ]
         for s in r.survivors:
             verdict = f"equivalent: {s.reason}" if s.reason else f"LEFT ({s.status})"
