@@ -106,3 +106,14 @@ def test_reap_is_at_the_trackers_clock_and_a_dry_run_changes_nothing(
     run = t.get_run(h.id)
     assert run is not None and run.status is RunStatus.TIMEOUT
     assert run.finished_at == clock.now()
+
+
+def test_default_page_sizes(t: ExecutionTracker) -> None:
+    """list_runs: 50 runs a page; changes: 500."""
+    ids = [t.start("skill").id for _ in range(501)]
+    page = t.list_runs()
+    assert [r.id for r in page.runs] == ids[::-1][:50]
+    assert page.next_cursor is not None
+    feed = t.changes()
+    assert [r.id for r in feed.runs] == ids[:500]
+    assert [r.id for r in t.changes(feed.cursor).runs] == ids[500:]
