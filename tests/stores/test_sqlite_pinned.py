@@ -1,0 +1,218 @@
+"""The SQLite engine, pinned: URLs and their options (every error's text), the
+constructor's checks and bounds, the pragmas every connection gets, what opening a
+directory or a missing file says, and the store's own names for itself."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from exectrack._echo import echo_url
+from exectrack.errors import ConfigError, StoreError
+from exectrack.stores import NewRun, RunFilter, open_store
+from exectrack.stores.sqlite import SQLiteStore, parse_sqlite_url
+
+MAX_BUSY = 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "options"),
+    [
+        ("sqlite:///runs.db", "runs.db", {}),
+        ("sqlite:////abs/runs.db", "/abs/runs.db", {}),
+        ("sqlite:///:memory:", ":memory:", {}),
+        ("sqlite:///a%20b.db", "a b.db", {}),
+        ("sqlite:runs.db", "runs.db", {}),
+        (
+            "sqlite:///r.db?synchronous=full&busy_timeout=7",
+            "r.db",
+            {"synchronous": "full", "busy_timeout": "7"},
+        ),
+        ("sqlite:///r.db?busy_timeout=", "r.db", {"busy_timeout": ""}),
+    ],
+)
+def test_parse_sqlite_url(url: str, path: str, options: dict[str, str]) -> None:
+    assert parse_sqlite_url(url) == (path, options)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql:///x", "not a sqlite URL: 'postgresql:///x'"),
+        (
+            "sqlite://host/runs.db",
+            "sqlite URL 'sqlite://host/runs.db' has a host part; use sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or sqlite:///:memory:",
+        ),
+        ("sqlite:///", "sqlite URL 'sqlite:///' names no file; e.g. sqlite:///runs.db"),
+        ("sqlite://", "sqlite URL 'sqlite://' names no file; e.g. sqlite:///runs.db"),
+        ("sqlite://[::1/x", "cannot parse database URL 'sqlite://[::1/x': Invalid IPv6 URL"),
+    ],
+)
+def test_unusable_urls_say_why(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_sqlite_url(url)
+    assert str(caught.value) == message
+
+
+def test_url_options_reach_the_store(tmp_path: Path) -> None:
+    store = SQLiteStore.from_url(f"sqlite:///{tmp_path / 'r.db'}?synchronous=full&busy_timeout=7")
+    try:
+        assert pragmas(store) == (2, 7, "wal")
+    finally:
+        store.close()
+    store = SQLiteStore.from_url(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        assert pragmas(store) == (1, 5000, "wal")  # normal, 5 s
+    finally:
+        store.close()
+
+
+def test_a_store_from_a_url_that_must_not_migrate_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        SQLiteStore.from_url(f"sqlite:///{tmp_path / 'none.db'}", migrate=False).list_runs(
+            RunFilter(), limit=1
+        )
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            "colour=red",
+            "unknown sqlite URL option(s) 'colour' in {url}; known: synchronous, busy_timeout",
+        ),
+        (
+            "b=1&a=2&busy_timeout=1",
+            "unknown sqlite URL option(s) 'a, b' in {url}; known: synchronous, busy_timeout",
+        ),
+        ("busy_timeout=soon", "busy_timeout in {url} is not an integer"),
+        ("busy_timeout=", "busy_timeout in {url} is not an integer"),
+        ("busy_timeout=-1", "busy_timeout=-1: must be between 0 and 2147483647 ms"),
+        ("synchronous=fast", "synchronous='fast': use one of off, normal, full, extra"),
+    ],
+)
+def test_bad_url_options_say_why(tmp_path: Path, query: str, message: str) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}?{query}"
+    with pytest.raises(ConfigError) as caught:
+        SQLiteStore.from_url(url)
+    assert str(caught.value) == message.format(url=echo_url(url))
+    assert not (tmp_path / "r.db").exists()
+
+
+def pragmas(store: SQLiteStore) -> tuple[int, int, str]:
+    conn = store._conn()
+    return (
+        conn.execute("PRAGMA synchronous").fetchone()[0],
+        conn.execute("PRAGMA busy_timeout").fetchone()[0],
+        conn.execute("PRAGMA journal_mode").fetchone()[0],
+    )
+
+
+@pytest.mark.parametrize(
+    ("synchronous", "level"), [("off", 0), ("NORMAL", 1), ("full", 2), ("Extra", 3)]
+)
+def test_every_connection_gets_the_pragmas(tmp_path: Path, synchronous: str, level: int) -> None:
+    store = SQLiteStore(tmp_path / "r.db", synchronous=synchronous, busy_timeout_ms=1234)
+    try:
+        assert pragmas(store) == (level, 1234, "wal")
+        other: list[tuple[int, int, str]] = []
+        import threading
+
+        thread = threading.Thread(target=lambda: other.append(pragmas(store)))
+        thread.start()
+        thread.join(30)
+        assert other == [(level, 1234, "wal")]
+    finally:
+        store.close()
+
+
+def test_a_memory_store_keeps_its_journal_in_memory() -> None:
+    store = SQLiteStore(":memory:")
+    try:
+        assert store.memory is True
+        assert pragmas(store) == (1, 5000, "memory")
+        assert (store.path, store.url) == (":memory:", "sqlite:///:memory:")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("busy", [0, MAX_BUSY])
+def test_the_busy_timeout_bounds_are_allowed(tmp_path: Path, busy: int) -> None:
+    store = SQLiteStore(tmp_path / "r.db", busy_timeout_ms=busy)
+    try:
+        assert pragmas(store)[1] == busy
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("busy", [-1, MAX_BUSY + 1])
+def test_a_busy_timeout_out_of_bounds_is_refused(tmp_path: Path, busy: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SQLiteStore(tmp_path / "r.db", busy_timeout_ms=busy)
+    assert str(caught.value) == f"busy_timeout={busy}: must be between 0 and {MAX_BUSY} ms"
+
+
+def test_a_path_with_a_nul_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SQLiteStore(f"{tmp_path}/a\x00b.db")
+    assert (
+        str(caught.value)
+        == f"database path {f'{tmp_path}/a' + chr(0) + 'b.db'!r} contains a NUL character"
+    )
+
+
+def test_the_store_names_itself_by_its_expanded_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("sub//./r.db")
+    try:
+        assert (store.path, store.url) == ("sub/r.db", "sqlite:///sub/r.db")
+        assert store._file == str(tmp_path / "sub" / "r.db")
+        assert repr(store) == "SQLiteStore('sub/r.db')"
+        store.list_runs(RunFilter(), limit=1)
+        os.chdir("/")  # the host changes directory: the store keeps its file
+        store.create(NewRun("r", "skill", 1))
+        assert (tmp_path / "sub" / "r.db").exists()
+    finally:
+        store.close()
+
+
+def test_a_directory_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreError) as caught:
+        open_store(f"sqlite:///{tmp_path / 'dir.db'}").list_runs(RunFilter(), limit=1)
+    assert str(caught.value) == (
+        f"cannot open sqlite:///{tmp_path / 'dir.db'}: {tmp_path / 'dir.db'} is a directory"
+    )
+
+
+def test_a_missing_file_without_migrations_says_how_to_create_it(tmp_path: Path) -> None:
+    path = tmp_path / "none.db"
+    with pytest.raises(StoreError) as caught:
+        open_store(f"sqlite:///{path}", migrate=False).list_runs(RunFilter(), limit=1)
+    assert str(caught.value) == (
+        f"no database at {path}; `exectrack migrate` creates it "
+        "(a store opened with migrate=False never does)"
+    )
+    assert not path.exists()
+
+
+def test_an_existing_database_without_migrations_is_opened_read_write(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    first = open_store(f"sqlite:///{path}")
+    first.create(NewRun("r", "skill", 1))
+    first.close()
+    store = open_store(f"sqlite:///{path}", migrate=False)
+    try:
+        assert isinstance(store, SQLiteStore)
+        conn = store._conn()
+        conn.execute("CREATE TABLE scratch (x)")  # read-write, not read-only
+        assert sqlite3.connect(path).execute("SELECT count(*) FROM scratch").fetchone() == (0,)
+    finally:
+        store.close()
