@@ -216,3 +216,135 @@ def test_an_existing_database_without_migrations_is_opened_read_write(tmp_path: 
         assert sqlite3.connect(path).execute("SELECT count(*) FROM scratch").fetchone() == (0,)
     finally:
         store.close()
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "unavailable"),
+    [
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("database table is LOCKED"), True),
+        (sqlite3.OperationalError("database is busy"), True),
+        (sqlite3.OperationalError("unable to open database file"), True),
+        (sqlite3.OperationalError("disk I/O error"), True),
+        (sqlite3.OperationalError("attempt to write a readonly database"), True),
+        (sqlite3.OperationalError("the file is read-only"), True),
+        (sqlite3.ProgrammingError("Cannot operate on a closed database."), True),
+        (PermissionError(13, "Permission denied"), True),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: runs.id"), False),
+        (sqlite3.OperationalError("no such table: runs"), False),
+        (sqlite3.DatabaseError("file is not a database"), False),
+    ],
+)
+def test_which_errors_are_worth_a_retry(exc: BaseException, unavailable: bool) -> None:
+    from exectrack.errors import StoreUnavailableError
+    from exectrack.stores.sqlite import _translate
+
+    translated = _translate(exc, "write failed")
+    assert type(translated) is (StoreUnavailableError if unavailable else StoreError)
+    assert str(translated) == f"write failed: {exc}"
+
+
+# -- switching a new file to WAL -----------------------------------------------------------
+
+
+def locked_new_file(path: Path) -> sqlite3.Connection:
+    """A new database file (rollback journal) that another connection is reading: the
+    switch to WAL needs the file to itself, and SQLite does not wait for that."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN")
+    holder.execute("SELECT * FROM other").fetchall()
+    return holder
+
+
+def test_wal_waits_for_a_lock_that_ends_within_the_busy_timeout(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "r.db"
+    holder = locked_new_file(path)
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    store = SQLiteStore(path, busy_timeout_ms=30_000)
+    try:
+        assert pragmas(store)[2] == "wal"
+    finally:
+        release.join()
+        holder.close()
+        store.close()
+
+
+def test_wal_gives_up_when_the_lock_outlasts_the_busy_timeout(tmp_path: Path) -> None:
+    from exectrack.errors import StoreUnavailableError
+
+    path = tmp_path / "r.db"
+    holder = locked_new_file(path)
+    store = SQLiteStore(path, busy_timeout_ms=50)
+    try:
+        with pytest.raises(StoreUnavailableError, match="locked"):
+            store.list_runs(RunFilter(), limit=1)
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_a_file_that_is_not_a_database_fails_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    path.write_bytes(b"not a database, just text" * 100)
+    store = SQLiteStore(path, busy_timeout_ms=MAX_BUSY)  # no waiting for this
+    try:
+        with pytest.raises(StoreError, match="file is not a database"):
+            store.list_runs(RunFilter(), limit=1)
+    finally:
+        store.close()
+
+
+# -- the text index and the planner's statistics --------------------------------------------
+
+
+def test_index_text_moves_the_queued_runs_with_text(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        store.apply(
+            [
+                NewRun("a", "skill", 1, source_ref="alpha"),
+                NewRun("b", "skill", 2, source_ref="beta"),
+                NewRun("c", "skill", 3),  # no text: never queued
+            ]
+        )
+        assert store.index_text() == 2
+        assert store.index_text() == 0
+    finally:
+        store.close()
+
+
+def test_the_text_queue_drains_itself_every_so_many_created_runs(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        assert store.text_drain_every == 1000
+        store.text_drain_every = 3
+        store.apply([NewRun("a", "skill", 1, source_ref="alpha")])
+        store.apply([NewRun("b", "skill", 2, source_ref="beta")])
+        assert store._text_queued == 2
+        store.apply([NewRun("c", "skill", 3, source_ref="gamma")])  # the third: drained
+        assert store._text_queued == 0
+        assert store.index_text() == 0
+        store.apply([NewRun("d", "skill", 4, source_ref="delta")])
+        assert store.index_text() == 1
+    finally:
+        store.close()
+
+
+def test_statistics_are_refreshed_with_a_bounded_analyze(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        store.apply([NewRun(f"r{i}", "skill", i) for i in range(20)])
+        store._refresh_statistics()
+        conn = store._conn()
+        assert conn.execute("PRAGMA analysis_limit").fetchone() == (400,)
+        tables = {row[0] for row in conn.execute("SELECT tbl FROM sqlite_stat1")}
+        assert tables == {"runs"}
+    finally:
+        store.close()
