@@ -42,7 +42,7 @@ import handmade_mutants
 ROOT = handmade_mutants.ROOT
 WORK = ROOT / ".mutmut"
 MUTMUT = Path(sys.executable).with_name("mutmut")
-KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+KILLED = {"killed", "timeout", "caught by type check", "segfault", "killed by a signal"}
 _SECTION = re.compile(r"^\[tool\.mutmut\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
 
 
@@ -135,7 +135,16 @@ def results(work: Path, module: str) -> dict[str, str]:
     from mutmut.stats import status_by_exit_code
 
     data = json.loads(meta.read_text(encoding="utf-8"))
-    return {k: status_by_exit_code[v] for k, v in data["exit_code_by_key"].items()}
+    return {k: _status(v, status_by_exit_code) for k, v in data["exit_code_by_key"].items()}
+
+
+def _status(code: int | None, by_code: dict[int | None, str]) -> str:
+    """mutmut's status of an exit code, except that a test process killed by a signal
+    mutmut has no name for ("suspicious": a mutant that signals its own process, say
+    SIGHUP instead of the probe ``kill(pid, 0)``) is killed: the tests noticed."""
+    if isinstance(code, int) and code < 0 and code not in by_code:
+        return "killed by a signal"
+    return by_code[code]
 
 
 def mutmut(work: Path, *args: str, log: Path) -> int:

@@ -175,3 +175,13 @@ def test_another_host_or_another_format_cannot_be_told(template: str) -> None:
 def test_no_process_table_cannot_be_told(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_owner.os, "name", "nt")
     assert owner_alive(process_owner()) is None
+
+
+def test_a_running_pid_whose_start_time_cannot_be_read_is_taken_as_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Better a run kept open for the lease to end than one reaped while it runs."""
+    owner = f"{hostname()}:{os.getpid()}:12345"
+    assert owner_alive(owner) is False  # readable, and another start time
+    monkeypatch.setattr(_owner, "start_token", lambda pid: None)
+    assert owner_alive(owner) is True
