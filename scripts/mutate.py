@@ -384,13 +384,16 @@ def run_child_tests(work: Path, tests: list[str], mutant: str) -> int:
 
 
 def check_in_children(work: Path, tests: list[str], report: ModuleReport) -> None:
-    """mutmut sees no test reach code that runs only in a child process ("no tests"):
-    run the module's ``child_tests`` (which start such processes) with each of those
-    mutants switched on, as mutmut would; a failing test kills it."""
-    unseen = [s for s in report.survivors if s.status == "no tests" and s.reason is None]
+    """mutmut sees no test reach code that runs only in a child process ("no tests"),
+    and a mutant of code that runs here but matters only in a child survives its
+    tests here: run the module's ``child_tests`` (which start such processes) with
+    each of those mutants switched on, as mutmut would; a failing test kills it."""
+    unseen = [
+        s for s in report.survivors if s.status in ("no tests", "survived") and s.reason is None
+    ]
     if not unseen:
         return
-    print(f"   {len(unseen)} mutants no test reaches in this process: child tests", flush=True)
+    print(f"   {len(unseen)} mutants left: the child tests", flush=True)
     clean = run_child_tests(work, tests, "")
     if clean != 0:
         sys.exit(f"the child tests fail with no mutant (pytest exit {clean}): {tests}")
@@ -468,9 +471,9 @@ def render(reports: list[ModuleReport], command: str) -> str:
         if r.child_killed:
             lines += [
                 "",
-                f"{r.child_killed} of the killed are mutants no test reaches in this "
-                "process, killed by the module's `child_tests` (which start processes "
-                "that run the mutant).",
+                f"{r.child_killed} of the killed are mutants the tests in this process "
+                "did not kill (or reach), killed by the module's `child_tests` (which "
+                "start processes that run the mutant).",
             ]
         for s in r.survivors:
             verdict = f"equivalent: {s.reason}" if s.reason else f"LEFT ({s.status})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -73,22 +74,25 @@ def test_shutdown_all_skips_closed_trackers(db_url: str) -> None:
 def test_shutdown_all_stops_new_runs_everywhere_before_it_ends_any(db_url: str) -> None:
     """Every tracker stops recording first: a run opened while another tracker is
     being shut down is not recorded (it would be left open)."""
-    first = tracker(db_url)
-    second = tracker(db_url)
+    a = tracker(db_url)
+    b = tracker(db_url)
     seen = []
-    original = first.shutdown
 
-    def shutdown(timeout: float = 5.0) -> int:
-        seen.append(second.start("skill").recorded)  # meanwhile, on the other tracker
-        return original(timeout)
+    def opening_on(other: ExecutionTracker, original: Any) -> Any:
+        def shutdown(timeout: float = 5.0) -> int:
+            seen.append(other.start("skill").recorded)  # meanwhile, on the other one
+            return int(original(timeout))
 
-    first.shutdown = shutdown  # type: ignore[method-assign]
+        return shutdown
+
+    a.shutdown = opening_on(b, a.shutdown)  # type: ignore[method-assign]
+    b.shutdown = opening_on(a, b.shutdown)  # type: ignore[method-assign]
     try:
         assert _exit.shutdown_all() == 0
-        assert seen == [False]
+        assert seen == [False, False]
     finally:
-        first.close()
-        second.close()
+        a.close()
+        b.close()
 
 
 def test_shutdown_all_with_no_time_left_ends_nothing(db_url: str) -> None:
@@ -160,6 +164,10 @@ def test_an_applications_handler_is_chained_once(db_url: str) -> None:
         assert _exit.terminating is False
         assert chained(signal.SIGTERM, None) == f"own {int(signal.SIGTERM)}"
         assert _exit.terminating is True
+        frame = sys._getframe()
+        got: list[tuple[int, FrameType | None]] = []
+        _exit._Chained(lambda signum, f: got.append((signum, f)))(7, frame)
+        assert got == [(7, frame)]
 
 
 def test_ignored_sigterm_is_left_alone(db_url: str) -> None:
