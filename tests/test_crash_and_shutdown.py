@@ -410,3 +410,36 @@ def test_sigterm_the_main_thread_never_sees_still_ends_a_multiprocessing_child(
     if nested:
         expected += [("before", RunStatus.SUCCESS, None), ("after", RunStatus.SUCCESS, None)]
     assert sorted((r.source_ref, r.status, r.error_code) for r in runs) == sorted(expected)
+
+
+EXIT_BEFORE_THE_HELPER_CHILD = """
+import os, signal, sys, time
+import exectrack
+from exectrack.stores import open_store
+from exectrack.testing import FailingStore
+
+class SlowFinish(FailingStore):
+    def _check(self, op):
+        if op == "finish":
+            time.sleep(5)  # the helper's shutdown is still writing when main exits
+        super()._check(op)
+
+t = exectrack.ExecutionTracker(
+    SlowFinish(open_store(sys.argv[1]), fail=set()), durability="sync", strict=True
+)
+t.start("worker", "open")
+print("ready", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)  # the handler waits a moment, then returns
+print("main goes on", flush=True)
+"""
+
+
+def test_sigterm_then_interpreter_exit_before_the_shutdown_ends_still_dies_of_it(
+    db_url: str,
+) -> None:
+    """The handler returned and the main thread reached interpreter exit while the
+    shutdown was still writing: the exit hook sends the signal again, so the process
+    ends as SIGTERM's default action would, not with exit code 0."""
+    child = _start_child(EXIT_BEFORE_THE_HELPER_CHILD, db_url)
+    assert child.wait(30) == -signal.SIGTERM
+    assert child.stdout is not None and child.stdout.read() == "main goes on\n"
