@@ -184,6 +184,7 @@ def show(work: Path, name: str) -> tuple[str, str]:
 # ``v`` rows qualified in lower case.
 _SQL_MARK = re.compile(
     r"\b(?:SELECT|INSERT|UPDATE|DELETE|SET|FROM|WHERE|UNION|COALESCE|AND|OR|NULL)\b"
+    r"|\b(?:BEGIN|COMMIT|ROLLBACK|PRAGMA|ANALYZE)\b"
     r"|\b(?:IN \(|VALUES|GROUP BY|ORDER BY|PARTITION BY|OVER \(|LIMIT|ON CONFLICT)"
     r"|::[a-z]+\[\]"
     r"|\b(?:runs|v|run_rollups|excluded)\.[a-z_]+"
