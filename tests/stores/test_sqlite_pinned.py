@@ -348,3 +348,103 @@ def test_statistics_are_refreshed_with_a_bounded_analyze(tmp_path: Path) -> None
         assert tables == {"runs"}
     finally:
         store.close()
+
+
+# -- connections, paths, a replaced file ----------------------------------------------------
+
+
+def test_a_thread_keeps_its_connection_another_thread_has_its_own(tmp_path: Path) -> None:
+    import threading
+
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        mine = store._conn()
+        assert store._conn() is mine
+        theirs: list[sqlite3.Connection] = []
+        thread = threading.Thread(target=lambda: theirs.append(store._conn()))
+        thread.start()
+        thread.join(30)
+        assert theirs and theirs[0] is not mine
+        assert len(store._conns) == 2
+    finally:
+        store.close()
+
+
+def test_a_memory_store_works_on_one_shared_connection() -> None:
+    store = SQLiteStore(":memory:")
+    try:
+        store.create(NewRun("r", "skill", 1))
+        assert store._conn() is store._conn()
+        assert [r.id for r in store.list_runs(RunFilter(), limit=5)] == ["r"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "expanded"),
+    [
+        ("XX/a.db", "XX/a.db"),
+        ("/X/a.db", "/X/a.db"),
+        ("a//b/./c.db", "a/b/c.db"),
+        ("//a.db", "//a.db"),
+        ("///a.db", "/a.db"),
+        ("./", "."),
+    ],
+)
+def test_expand_path_examples(path: str, expanded: str) -> None:
+    from exectrack.stores.sqlite import expand_path
+
+    assert expand_path(path) == expanded == str(Path(path))
+
+
+def test_an_unknown_users_home_is_named_in_the_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        SQLiteStore("~no_such_user_zz/r.db")
+    assert str(caught.value) == (
+        "cannot use database path '~no_such_user_zz/r.db': Could not determine home directory."
+    )
+
+
+def test_a_file_where_a_directory_should_be_is_a_store_error(tmp_path: Path) -> None:
+    from exectrack.errors import StoreUnavailableError
+
+    (tmp_path / "file").write_text("x")
+    path = tmp_path / "file" / "r.db"
+    with pytest.raises(StoreUnavailableError) as caught:
+        SQLiteStore(path).list_runs(RunFilter(), limit=1)
+    assert str(caught.value) == (
+        f"cannot open sqlite:///{path}: [Errno 17] File exists: '{tmp_path / 'file'}'"
+    )
+
+
+def test_a_deleted_file_is_reopened_once_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from exectrack.errors import StoreUnavailableError
+
+    path = tmp_path / "r.db"
+    store = SQLiteStore(path)
+    try:
+        store.create(NewRun("old", "skill", 1))
+        old_conn = store._conn()
+        path.unlink()
+        caplog.set_level(logging.WARNING, logger="exectrack")
+        with pytest.raises(StoreUnavailableError) as caught:
+            store.create(NewRun("lost", "skill", 2))
+        assert str(caught.value) == f"database file {path} was deleted or replaced; reopened"
+        assert [(r.name, r.getMessage()) for r in caplog.records] == [
+            (
+                "exectrack.stores.sqlite",
+                f"exectrack: database file {path} was deleted or replaced while in use; "
+                "reopened it (runs written to the old file are not in the new one)",
+            )
+        ]
+        with pytest.raises(sqlite3.ProgrammingError):
+            old_conn.execute("SELECT 1")  # the old file's connections are closed
+        store.create(NewRun("new", "skill", 3))
+        assert [r.id for r in store.list_runs(RunFilter(), limit=5)] == ["new"]
+        assert len(caplog.records) == 1
+    finally:
+        store.close()
