@@ -249,3 +249,23 @@ def test_a_new_fork_generation_needs_the_hooks_again(monkeypatch: pytest.MonkeyP
 def test_no_multiprocessing_child_here() -> None:
     assert _exit._in_multiprocessing_child() is False
     assert os.getpid() > 0
+
+
+def _report_exit_state(queue: Any) -> None:
+    queue.put((_exit.terminating, _exit._dying, _exit._main_ident == threading.get_ident()))
+
+
+def test_a_forked_child_starts_with_no_signal_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent was told to end (and passed it on to the app's handler): its child
+    was not, and its own cancelled runs are not a shutdown's."""
+    import multiprocessing
+
+    monkeypatch.setattr(_exit, "terminating", True)
+    monkeypatch.setattr(_exit, "_dying", int(signal.SIGTERM))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_report_exit_state, args=(queue,))
+    child.start()
+    state = queue.get(timeout=60)
+    child.join(60)
+    assert state == (False, 0, True)
