@@ -448,3 +448,137 @@ def test_a_deleted_file_is_reopened_once_with_one_warning(
         assert len(caplog.records) == 1
     finally:
         store.close()
+
+
+# -- failures inside a write, the text queue's, and closing -----------------------------
+
+
+def test_a_single_write_that_fails_says_so(tmp_path: Path) -> None:
+    from exectrack._model import RunStatus
+    from exectrack.errors import StoreUnavailableError
+    from exectrack.stores import FinishRun
+
+    path = tmp_path / "r.db"
+    store = SQLiteStore(path)
+    try:
+        store.create(NewRun("r", "skill", 1))
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "CREATE TRIGGER no_finish BEFORE UPDATE ON runs "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        db.close()
+        with pytest.raises(StoreError) as caught:
+            store.finish(FinishRun("r", RunStatus.SUCCESS, 2))
+        assert (type(caught.value), str(caught.value)) == (StoreError, "write failed: refused")
+        store._conn().close()  # this thread's connection, closed behind the store's back
+        with pytest.raises(StoreUnavailableError) as gone:
+            store.create(NewRun("s", "skill", 3))
+        assert str(gone.value) == "write failed: Cannot operate on a closed database."
+    finally:
+        store.close()
+
+
+def test_a_text_queue_that_cannot_drain_warns_once_and_starts_counting_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        store.text_drain_every = 2
+
+        def broken() -> int:
+            raise RuntimeError("index gone")
+
+        monkeypatch.setattr(store, "index_text", broken)
+        caplog.set_level(logging.WARNING, logger="exectrack")
+        for i in range(6):
+            store.create(NewRun(f"r{i}", "skill", i, source_ref="x"))
+        assert store._text_queued == 0
+        assert [r.getMessage() for r in caplog.records] == [
+            "exectrack: could not update the text search index: index gone"
+        ]
+        store._wrote(0)  # nothing created: nothing counted
+        assert store._text_queued == 0
+    finally:
+        store.close()
+
+
+def test_close_waits_for_a_short_read_and_closes_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import threading
+
+    store = SQLiteStore(tmp_path / "r.db")
+    store.create(NewRun("r", "skill", 1))
+    inside = threading.Event()
+    conns: list[sqlite3.Connection] = []
+
+    def read() -> None:
+        with store._read() as cur:
+            conns.append(store._conn())
+            inside.set()
+            threading.Event().wait(0.3)
+            cur.execute("SELECT 1")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert inside.wait(30)
+    caplog.set_level(logging.WARNING, logger="exectrack")
+    store.close()
+    reader.join(30)
+    assert caplog.records == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        conns[0].execute("SELECT 1")  # closed once the read ended
+
+
+def test_close_past_its_wait_names_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import threading
+
+    import exectrack.stores.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "CLOSE_WAIT", 0.05)
+    store = SQLiteStore(tmp_path / "r.db")
+    store.create(NewRun("r", "skill", 1))
+    inside, release = threading.Event(), threading.Event()
+
+    def read() -> None:
+        with store._read():
+            inside.set()
+            release.wait(30)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert inside.wait(30)
+    caplog.set_level(logging.WARNING, logger="exectrack")
+    store.close()
+    release.set()
+    reader.join(30)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"exectrack: closed {store.path} while a statement was still running on it; its "
+        "connections close when that thread lets go of them"
+    ]
+
+
+def test_a_closed_store_says_so_even_after_a_reopen(tmp_path: Path) -> None:
+    from exectrack.errors import StoreUnavailableError
+
+    path = tmp_path / "r.db"
+    store = SQLiteStore(path)
+    store.create(NewRun("r", "skill", 1))
+    path.unlink()
+    with pytest.raises(StoreUnavailableError):
+        store.create(NewRun("s", "skill", 2))  # noticed: reopened once
+    store.create(NewRun("t", "skill", 3))
+    store.close()
+    with pytest.raises(StoreError) as caught:
+        store.create(NewRun("u", "skill", 4))
+    assert (type(caught.value), str(caught.value)) == (
+        StoreError,
+        f"store sqlite:///{path} is closed",
+    )
