@@ -582,3 +582,35 @@ def test_a_closed_store_says_so_even_after_a_reopen(tmp_path: Path) -> None:
         StoreError,
         f"store sqlite:///{path} is closed",
     )
+
+
+def test_runs_moved_into_the_text_index_are_found_there(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        store.apply([NewRun("a", "skill", 1, source_ref="alphabet"), NewRun("b", "skill", 2)])
+        assert store.index_text() == 1
+        assert [r.id for r in store.list_runs(RunFilter(text="phab"), limit=5)] == ["a"]
+    finally:
+        store.close()
+
+
+def test_a_store_that_does_not_migrate_checks_a_replaced_file(tmp_path: Path) -> None:
+    from exectrack.errors import SchemaError, StoreUnavailableError
+
+    path = tmp_path / "r.db"
+    first = SQLiteStore(path)
+    first.create(NewRun("r", "skill", 1))
+    first.close()
+    store = SQLiteStore(path, migrate=False)
+    try:
+        assert [r.id for r in store.list_runs(RunFilter(), limit=5)] == ["r"]
+        path.unlink()
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE unrelated (x)")
+        db.close()
+        with pytest.raises(StoreUnavailableError):
+            store.list_runs(RunFilter(), limit=5)  # noticed: reopened
+        with pytest.raises(SchemaError):
+            store.list_runs(RunFilter(), limit=5)  # not an exectrack database
+    finally:
+        store.close()
