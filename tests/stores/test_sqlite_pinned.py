@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -612,5 +613,29 @@ def test_a_store_that_does_not_migrate_checks_a_replaced_file(tmp_path: Path) ->
             store.list_runs(RunFilter(), limit=5)  # noticed: reopened
         with pytest.raises(SchemaError):
             store.list_runs(RunFilter(), limit=5)  # not an exectrack database
+    finally:
+        store.close()
+
+
+def _write_in_child(store: SQLiteStore, parent_conn_id: int, queue: Any) -> None:
+    store.create(NewRun("child", "skill", 2))
+    queue.put((id(store._conn()) != parent_conn_id, len(store._conns)))
+
+
+def test_a_forked_child_opens_connections_of_its_own(tmp_path: Path) -> None:
+    """The parent's connections are never used (nor closed) by a forked child."""
+    import multiprocessing
+
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        store.create(NewRun("parent", "skill", 1))
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_write_in_child, args=(store, id(store._conn()), queue))
+        child.start()
+        assert queue.get(timeout=60) == (True, 1)
+        child.join(60)
+        assert child.exitcode == 0
+        assert sorted(r.id for r in store.list_runs(RunFilter(), limit=5)) == ["child", "parent"]
     finally:
         store.close()
