@@ -107,7 +107,7 @@ def test_reader_refuses_anything_but_a_tracker_or_a_store() -> None:
 
 def test_reader_of_a_store_has_no_tracker_stats(tmp_path: Path) -> None:
     """A reader of a bare store has no tracker stats; one of a tracker has its stats."""
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    store = SQLiteStore(tmp_path / "runs.db")
     try:
         assert Reader(store).tracker_stats() is None
     finally:
@@ -126,7 +126,7 @@ def test_sync_gives_up_on_a_stuck_writer_after_its_timeout(
     """A read waits for this process's queued writes only FLUSH_TIMEOUT seconds: a
     writer stuck in the store does not hang the app."""
     monkeypatch.setattr(reader_module, "FLUSH_TIMEOUT", 0.05)
-    store = StuckStore(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}"), stick={"apply"})
+    store = StuckStore(SQLiteStore(tmp_path / "runs.db"), stick={"apply"})
     tracker = ExecutionTracker(store, strict=True)
     try:
         tracker.start("chat", "turn").finish_success()
@@ -202,7 +202,7 @@ def test_reaper_logs_a_failing_store_and_keeps_going(
 ) -> None:
     """A store that fails is logged with the error's type at each pass, and the loop
     goes on."""
-    store = FailingStore(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}"))
+    store = FailingStore(SQLiteStore(tmp_path / "runs.db"))
     reaper = Reaper(Reader(store), interval=0.01)
     with caplog.at_level(logging.WARNING, "exectrack.server._state"):
         reaper.ensure_started()
@@ -218,7 +218,7 @@ def test_reaper_logs_a_failing_store_and_keeps_going(
 def test_stop_waits_at_most_its_timeout_for_a_stuck_loop(tmp_path: Path) -> None:
     """stop() does not hang on a pass stuck in the store: it waits its timeout (2 s
     unless given) and returns."""
-    store = StuckStore(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}"), stick={"fold_rollups"})
+    store = StuckStore(SQLiteStore(tmp_path / "runs.db"), stick={"fold_rollups"})
     reaper = Reaper(Reader(store), interval=0.01)
     reaper.ensure_started()
     try:

@@ -252,12 +252,11 @@ def test_which_errors_are_worth_a_retry(exc: BaseException, unavailable: bool) -
 
 
 def locked_new_file(path: Path) -> sqlite3.Connection:
-    """A new database file (rollback journal) that another connection is reading: the
-    switch to WAL needs the file to itself, and SQLite does not wait for that."""
+    """A new, empty database file another connection holds the write lock of: the
+    switch to WAL needs the file to itself, and SQLite refuses it at once, without
+    its busy handler (so the store retries)."""
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("CREATE TABLE other (x)")
-    holder.execute("BEGIN")
-    holder.execute("SELECT * FROM other").fetchall()
+    holder.execute("BEGIN IMMEDIATE")
     return holder
 
 
@@ -637,5 +636,23 @@ def test_a_forked_child_opens_connections_of_its_own(tmp_path: Path) -> None:
         child.join(60)
         assert child.exitcode == 0
         assert sorted(r.id for r in store.list_runs(RunFilter(), limit=5)) == ["child", "parent"]
+    finally:
+        store.close()
+
+
+def test_a_url_given_as_a_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It would otherwise make a folder named "sqlite:" in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        SQLiteStore("sqlite:///runs.db")
+    assert str(caught.value) == (
+        "database path 'sqlite:///runs.db' is a URL: pass the file's path, or the URL "
+        "to open_store() or SQLiteStore.from_url()"
+    )
+    assert list(tmp_path.iterdir()) == []
+    store = SQLiteStore("./sqlite:runs.db")  # a file that is really named so
+    try:
+        store.create(NewRun("r", "skill", 1))
+        assert (tmp_path / "sqlite:runs.db").exists()
     finally:
         store.close()

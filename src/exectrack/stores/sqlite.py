@@ -197,6 +197,11 @@ class SQLiteStore(SqlStore):
         path = os.fspath(path)
         if "\x00" in path:
             raise ConfigError(f"database path {echo(path)} contains a NUL character")
+        if path.startswith("sqlite:"):  # would create a folder named "sqlite:" here
+            raise ConfigError(
+                f"database path {echo_url(path)} is a URL: pass the file's path, or the URL "
+                "to open_store() or SQLiteStore.from_url()"
+            )
         if synchronous.lower() not in _SYNCHRONOUS:
             raise ConfigError(
                 f"synchronous={echo(synchronous)}: use one of {', '.join(_SYNCHRONOUS)}"
